@@ -1,0 +1,116 @@
+"""`qwentune <command>`: one entry point; the scripts in data/ and scripts/ call it too.
+
+Mistakes a user can fix (UserError) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import KEY_TO_SECTION, load_config, parse_override_args
+from .errors import EXIT_USER_ERROR, UserError
+
+# Options of `preprocess`: the data section, plus where the tokenizer comes from and the seed.
+PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
+    "tokenizer_name", "model_name_or_path", "trust_remote_code", "seed"]
+
+
+def _config_with_options(config_path: str | None, extra: list[str], allowed: list[str], command: str,
+                         aliases: dict[str, str] | None = None):
+    """Load the config, then apply `--key value` options restricted to `allowed` keys."""
+    import difflib
+
+    pairs = []
+    for name, text in parse_override_args(extra):
+        name = (aliases or {}).get(name, name)
+        key = name.split(".", 1)[-1]
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean --{close[0]}?" if close else f" (options: {', '.join('--' + a for a in allowed)})."
+            raise UserError(f"{command}: unknown option --{name}{hint}")
+        pairs.append((name, text))
+    return load_config(config_path, pairs)
+
+
+def cmd_datasets(args: argparse.Namespace, extra: list[str]) -> None:
+    from .data.registry import load_registry
+
+    registry = load_registry(args.dataset_registry)
+    width = max(map(len, registry))
+    for name, entry in registry.items():
+        where = entry.hub_id or entry.file
+        print(f"{name:<{width}}  {entry.format:<10}  {where}\n{'':<{width}}  {entry.description}")
+
+
+def cmd_download(args: argparse.Namespace, extra: list[str]) -> None:
+    from tqdm import tqdm
+
+    from .data.registry import DEFAULT_DATASETS, load_registry, unknown_dataset_error
+    from .data.sources import download
+
+    registry = load_registry(args.dataset_registry)
+    names = args.datasets or DEFAULT_DATASETS
+    for name in names:
+        if name not in registry:
+            raise unknown_dataset_error(name, registry)
+    for name in tqdm(names, desc="datasets", unit="dataset"):
+        path = download(registry[name], args.cache_dir, force=args.force)
+        tqdm.write(f"{name}: {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+
+
+def cmd_preprocess(args: argparse.Namespace, extra: list[str]) -> None:
+    from .data.preprocess import preprocess
+
+    # In the seed's command --output_dir names the processed-data directory.
+    cfg = _config_with_options(args.config, extra, PREPROCESS_KEYS + ["processed_dir"], "preprocess",
+                               aliases={"output_dir": "processed_dir"})
+    tokenizer = cfg.model.tokenizer_name or cfg.model.model_name_or_path
+    preprocess(cfg.data, tokenizer, cfg.data.processed_dir, seed=cfg.training.seed,
+               trust_remote_code=cfg.model.trust_remote_code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("datasets", help="list the named datasets")
+    p.add_argument("--dataset_registry", help="a YAML file with more named datasets")
+    p.set_defaults(func=cmd_datasets)
+
+    p = commands.add_parser("download", help="download named datasets into data/cache/")
+    p.add_argument("datasets", nargs="*", help="names (default: the seed's five datasets)")
+    p.add_argument("--cache_dir", default="data/cache")
+    p.add_argument("--dataset_registry", help="a YAML file with more named datasets")
+    p.add_argument("--force", action="store_true", help="download again even if cached")
+    p.set_defaults(func=cmd_download)
+
+    p = commands.add_parser(
+        "preprocess", help="convert and tokenize a dataset into train/validation splits",
+        description="Options: --config FILE, --output_dir DIR, and any of "
+        + ", ".join("--" + k for k in PREPROCESS_KEYS) + ".",
+    )
+    p.add_argument("--config", help="a YAML config; its data section is used")
+    p.set_defaults(func=cmd_preprocess)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func not in (cmd_preprocess,):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args.func(args, extra)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The whole data path in one call: source -> records -> conversations -> tokens -> splits on disk.
+
+Output directory (written under a temporary name and renamed when complete):
+    train/, validation/   datasets.Dataset saved with save_to_disk; columns messages,
+                          input_ids, labels, length (load with datasets.load_from_disk)
+    dataset_dict.json     written by datasets
+    stats.json            settings, counts (in, skipped and why, truncated, dropped), token lengths
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import DataConfig
+from ..errors import UserError
+from ..fsutil import atomic_output_dir, write_json
+from ..tokenizer import control_tokens, end_of_turn_token, load_tokenizer
+from . import sources
+from .convert import convert_records
+from .readers import read_records
+from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, TRUNCATED, tokenize_batch
+
+STATS_FILE = "stats.json"
+
+
+def _percentiles(lengths: list[int]) -> dict[str, float]:
+    ordered = sorted(lengths)
+
+    def pick(q: float) -> int:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"mean": round(sum(ordered) / len(ordered), 1), "p50": pick(0.5), "p90": pick(0.9),
+            "p99": pick(0.99), "max": ordered[-1]}
+
+
+def _validation_count(val_size: float, total: int) -> int:
+    if val_size >= 1:
+        return int(val_size)
+    return int(round(val_size * total)) if val_size > 0 else 0
+
+
+def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathLike, seed: int = 42,
+               trust_remote_code: bool = False, log=print) -> dict[str, Any]:
+    """Build the tokenized train/validation datasets in output_dir; return the stats written there."""
+    import datasets
+
+    source = sources.resolve(data.dataset_name, data.dataset_format, data.columns, data.dataset_registry,
+                             data.cache_dir)
+    records = read_records(source.path)
+    converted = convert_records(records, source.format, source.columns, source.label, data.system_prompt,
+                                data.languages)
+    conversations = converted.conversations[: data.max_samples] if data.max_samples else converted.conversations
+    if not conversations:
+        raise UserError(
+            f"{source.label}: no usable conversation among {converted.records_in} records "
+            f"(skipped: {dict(converted.skipped)}); check data.dataset_format and data.columns."
+        )
+    log(f"{source.label}: {converted.records_in} records -> {len(conversations)} conversations ({converted.format})")
+
+    tokenizer = load_tokenizer(tokenizer_name, trust_remote_code)
+    end_of_turn = end_of_turn_token(tokenizer)
+    dataset = datasets.Dataset.from_list(conversations).map(
+        tokenize_batch,
+        batched=True,
+        batch_size=256,
+        num_proc=data.num_proc if data.num_proc > 1 else None,
+        fn_kwargs=dict(tokenizer=tokenizer, max_length=data.max_length, end_of_turn=end_of_turn,
+                       forbidden=control_tokens(tokenizer)),
+        desc="Tokenizing",
+    )
+    status = Counter(dataset["status"])
+    # Lengths before truncation, of every tokenized example: what a user needs to choose max_length.
+    full_lengths = [n for n, s in zip(dataset["full_length"], dataset["status"]) if s != DROPPED_CONTROL_TEXT]
+    dataset = dataset.filter(lambda s: not s.startswith("dropped"), input_columns="status")
+    dataset = dataset.remove_columns(["status", "full_length"])
+    if len(dataset) == 0:
+        raise UserError(
+            f"{source.label}: every example was dropped during tokenization ({dict(status)}); "
+            f"raise --max_length (now {data.max_length})."
+        )
+
+    n_validation = _validation_count(data.val_size, len(dataset))
+    if n_validation >= len(dataset):
+        raise UserError(
+            f"{source.label}: data.val_size {data.val_size} leaves no training examples out of {len(dataset)}; "
+            f"lower it."
+        )
+    if n_validation:
+        split = dataset.train_test_split(test_size=n_validation, seed=seed)
+        splits = datasets.DatasetDict(train=split["train"], validation=split["test"])
+    else:
+        splits = datasets.DatasetDict(train=dataset.shuffle(seed=seed))
+
+    lengths = dataset["length"]
+    stats = {
+        "settings": {
+            "dataset": data.dataset_name,
+            "source": str(source.path),
+            "format": converted.format,
+            "tokenizer": tokenizer_name,
+            "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
+            "end_of_turn_token": end_of_turn,
+            "max_length": data.max_length,
+            "max_samples": data.max_samples,
+            "val_size": data.val_size,
+            "system_prompt": data.system_prompt,
+            "seed": seed,
+            "qwentune_version": __version__,
+        },
+        "records_in": converted.records_in,
+        "conversations": len(conversations),
+        "skipped_in_conversion": dict(converted.skipped),
+        "tokenization": {
+            "kept_whole": status.get("kept", 0),
+            "truncated": status.get(TRUNCATED, 0),
+            "dropped_no_reply_within_max_length": status.get(DROPPED_NO_REPLY, 0),
+            "dropped_special_token_text_in_content": status.get(DROPPED_CONTROL_TEXT, 0),
+        },
+        "examples_out": len(dataset),
+        "splits": {name: len(part) for name, part in splits.items()},
+        "tokens": {
+            "total": int(sum(lengths)),
+            "trainable": int(sum(sum(1 for x in labels if x != -100) for labels in dataset["labels"])),
+            "length": _percentiles(lengths),
+            "length_before_truncation": _percentiles(full_lengths),
+        },
+    }
+    with atomic_output_dir(output_dir) as tmp:
+        splits.save_to_disk(str(tmp))
+        write_json(Path(tmp) / STATS_FILE, stats)
+    log(
+        f"wrote {output_dir}: " + ", ".join(f"{name} {count}" for name, count in stats["splits"].items())
+        + f"; truncated {stats['tokenization']['truncated']}, dropped "
+        + f"{len(conversations) - len(dataset)}; median length {stats['tokens']['length']['p50']} tokens"
+    )
+    return stats

@@ -1,0 +1,80 @@
+"""From a dataset name or path to a local file of records, downloading when needed.
+
+Named hub datasets are fetched once with `datasets` and kept as JSON Lines in
+data/cache/<name>.jsonl, so later runs (and users) read a plain local file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..fsutil import atomic_output_file
+from ..hub import require_hub
+from .readers import SUFFIXES
+from .registry import DatasetEntry, load_registry, unknown_dataset_error
+
+OFFLINE_HINT = (
+    "download on a machine with network (python data/download_data.py) and copy data/cache/, "
+    "or pass a local .json/.jsonl/.csv/.parquet file as --dataset_name."
+)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A local file (or directory) of records, and how to read them."""
+
+    path: Path
+    format: str
+    columns: dict
+    label: str  # what to call it in messages and stats
+
+
+def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = False) -> Path:
+    """Fetch a hub dataset into cache_dir as JSON Lines; return the file. Offline: UserError at once."""
+    target = Path(cache_dir) / entry.cache_name
+    if target.is_file() and not force:
+        return target
+    if entry.hub_id is None:
+        raise UserError(f"dataset '{entry.name}' is a local file ({entry.file}); there is nothing to download.")
+    require_hub(f"dataset '{entry.hub_id}'", OFFLINE_HINT)
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(entry.hub_id, entry.subset, split=entry.split)
+    except Exception as exc:  # hub errors come in many types; the message is what helps
+        raise UserError(
+            f"could not download dataset '{entry.hub_id}' (split {entry.split}): {str(exc).splitlines()[0]}"
+        ) from None
+    with atomic_output_file(target, "wb") as handle:
+        dataset.to_json(handle, force_ascii=False)
+    return target
+
+
+def _looks_like_path(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.endswith(SUFFIXES) or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def resolve(name: str, data_format: str = "auto", columns: dict | None = None,
+            registry_file: str | None = None, cache_dir: str = "data/cache") -> DataSource:
+    """Turn --dataset_name (a local path, a registered name or a hub id) into a local DataSource."""
+    columns = dict(columns or {})
+    path = Path(name).expanduser()
+    if path.exists():
+        return DataSource(path, data_format, columns, str(path))
+    registry = load_registry(registry_file)
+    entry = registry.get(name)
+    if entry is None:
+        if _looks_like_path(name):
+            raise UserError(f"{name}: file not found; check the path (relative paths start from {Path.cwd()}).")
+        if name.count("/") != 1:
+            raise unknown_dataset_error(name, registry)
+        entry = DatasetEntry(name=name, hub_id=name)  # an unregistered hub dataset: owner/name
+    fmt = data_format if data_format != "auto" else entry.format
+    merged_columns = {**entry.columns, **columns}
+    if entry.file:
+        return DataSource(Path(entry.file), fmt, merged_columns, entry.name)
+    return DataSource(download(entry, cache_dir), fmt, merged_columns, entry.name)

@@ -1,0 +1,40 @@
+"""Talking to the Hugging Face hub without hanging when there is no network.
+
+huggingface_hub and datasets retry a failed connection for tens of seconds before they
+give up; a two-second TCP probe first turns "offline" into one clear sentence at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+from .errors import UserError
+
+PROBE_TIMEOUT_S = 2.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_is_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(hub_endpoint())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def require_hub(what: str, local_hint: str) -> None:
+    """Raise a UserError naming `what` and the local alternative when the hub cannot be reached."""
+    if not hub_is_reachable():
+        raise UserError(
+            f"cannot reach the Hugging Face hub ({hub_endpoint()}) to fetch {what}: this machine looks offline "
+            f"(or HF_HUB_OFFLINE is set); {local_hint}"
+        )

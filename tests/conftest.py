@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny ChatML tokenizer built in the test run, and the real samples in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REAL = Path(os.environ.get("QWENTUNE_SHARED_DATA", REPO.parent / "shared" / "data" / "real"))
+
+CORPUS = [
+    "You are a helpful assistant. Give three tips for staying healthy.",
+    "Eat a balanced diet, exercise regularly and get enough sleep.",
+    "What is the capital of France? The capital of France is Paris.",
+    "保持健康的三个提示。均衡饮食，经常锻炼，保证充足的睡眠。",
+    "法国的首都是哪里？法国的首都是巴黎。你好，我是一个乐于助人的助手。",
+    "def add(a, b):\n    return a + b\n",
+] * 4
+
+
+def build_tiny_tokenizer(eos_token: str = "<|im_end|>", pad_token: str | None = "<|endoftext|>"):
+    """A byte-level BPE tokenizer with Qwen's special tokens and ChatML template (vocab ~400)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from qwentune.tokenizer import CHATML_TEMPLATE
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos_token, pad_token=pad_token,
+                                   chat_template=CHATML_TEMPLATE, additional_special_tokens=specials[1:])
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("tiny_tokenizer")
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def real_sample(name: str) -> Path:
+    path = SHARED_REAL / name
+    if not path.exists():
+        pytest.skip(f"real data sample {name} not present (../shared is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    from qwentune.tokenizer import load_tokenizer
+
+    return load_tokenizer(str(real_sample("qwen2_tokenizer")))
