@@ -62,3 +62,28 @@ def qwen_tokenizer():
     from qwentune.tokenizer import load_tokenizer
 
     return load_tokenizer(str(real_sample("qwen2_tokenizer")))
+
+
+def build_tiny_qwen2(path, tokenizer, seed: int = 0):
+    """A 2-layer Qwen2 with hidden size 64 (about 0.1M parameters), saved with its tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        # Wider than the usual 0.02: with a frozen tied head and a unit-scale final norm, tiny embeddings
+        # cap the logits near uniform, and no adapter could make the model confident about anything.
+        initializer_range=0.2,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"), tiny_tokenizer)

@@ -71,6 +71,15 @@ def cmd_preprocess(args: argparse.Namespace, extra: list[str]) -> None:
                trust_remote_code=cfg.model.trust_remote_code)
 
 
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int | None:
+    from .train import train
+
+    cfg = _config_with_options(args.config, extra, list(KEY_TO_SECTION), "train")
+    result = train(cfg)
+    # Stopped by Ctrl-C / SIGTERM after saving a checkpoint: the shell's 128 + signal convention.
+    return 128 + result.interrupted_by if result.interrupted_by else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,23 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="a YAML config; its data section is used")
     p.set_defaults(func=cmd_preprocess)
+
+    p = commands.add_parser(
+        "train", help="LoRA / QLoRA fine-tuning",
+        description="Options: --config FILE, and any config key as --key value (e.g. --num_train_epochs 1).",
+    )
+    p.add_argument("--config", help="a YAML config, e.g. config/training_config.yaml")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_preprocess,):
+    if extra and args.func not in (cmd_preprocess, cmd_train):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.func(args, extra)
+        code = args.func(args, extra)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

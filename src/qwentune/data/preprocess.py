@@ -10,6 +10,7 @@ Output directory (written under a temporary name and renamed when complete):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -44,8 +45,26 @@ def _validation_count(val_size: float, total: int) -> int:
     return int(round(val_size * total)) if val_size > 0 else 0
 
 
+def data_settings(data: DataConfig, seed: int, tokenizer) -> dict[str, Any]:
+    """Everything that decides the tokenized result: equal settings, interchangeable outputs."""
+    return {
+        "dataset": data.dataset_name,
+        "dataset_format": data.dataset_format,
+        "columns": dict(data.columns),
+        "languages": list(data.languages),
+        "system_prompt": data.system_prompt,
+        "max_length": data.max_length,
+        "max_samples": data.max_samples,
+        "val_size": data.val_size,
+        "seed": seed,
+        "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
+        "vocab_size": len(tokenizer),
+        "end_of_turn_token": end_of_turn_token(tokenizer),
+    }
+
+
 def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathLike, seed: int = 42,
-               trust_remote_code: bool = False, log=print) -> dict[str, Any]:
+               trust_remote_code: bool = False, log=print, tokenizer=None) -> dict[str, Any]:
     """Build the tokenized train/validation datasets in output_dir; return the stats written there."""
     import datasets
 
@@ -62,7 +81,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
         )
     log(f"{source.label}: {converted.records_in} records -> {len(conversations)} conversations ({converted.format})")
 
-    tokenizer = load_tokenizer(tokenizer_name, trust_remote_code)
+    tokenizer = tokenizer or load_tokenizer(tokenizer_name, trust_remote_code)
     end_of_turn = end_of_turn_token(tokenizer)
     dataset = datasets.Dataset.from_list(conversations).map(
         tokenize_batch,
@@ -99,17 +118,10 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     lengths = dataset["length"]
     stats = {
         "settings": {
-            "dataset": data.dataset_name,
+            **data_settings(data, seed, tokenizer),
             "source": str(source.path),
             "format": converted.format,
             "tokenizer": tokenizer_name,
-            "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
-            "end_of_turn_token": end_of_turn,
-            "max_length": data.max_length,
-            "max_samples": data.max_samples,
-            "val_size": data.val_size,
-            "system_prompt": data.system_prompt,
-            "seed": seed,
             "qwentune_version": __version__,
         },
         "records_in": converted.records_in,
@@ -139,3 +151,32 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
         + f"{len(conversations) - len(dataset)}; median length {stats['tokens']['length']['p50']} tokens"
     )
     return stats
+
+
+def load_or_preprocess(data: DataConfig, tokenizer_name: str, tokenizer, seed: int, log=print):
+    """The tokenized splits for training: data.processed_dir when it matches the settings, else a cached build.
+
+    Returns (DatasetDict, stats). A processed directory made with other settings (another dataset,
+    max_length or template) is left alone and the data is prepared again under
+    data.cache_dir/processed/<fingerprint>, so training always sees what its config says.
+    """
+    import datasets
+
+    wanted = data_settings(data, seed, tokenizer)
+    processed = Path(data.processed_dir)
+    fingerprint = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+    cached = Path(data.cache_dir) / "processed" / fingerprint
+    for candidate in (processed, cached):
+        stats_file = candidate / STATS_FILE
+        if not stats_file.is_file():
+            continue
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+        have = {key: stats.get("settings", {}).get(key) for key in wanted}
+        if have == wanted:
+            log(f"using the tokenized data in {candidate}")
+            return datasets.load_from_disk(str(candidate)), stats
+        if candidate == processed:
+            differing = ", ".join(f"{k}: {have[k]!r} -> {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
+            log(f"{processed} was prepared with other settings ({differing}); preparing the data for this config")
+    stats = preprocess(data, tokenizer_name, cached, seed, log=log, tokenizer=tokenizer)
+    return datasets.load_from_disk(str(cached)), stats

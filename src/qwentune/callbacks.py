@@ -1,0 +1,110 @@
+"""Trainer callbacks: a live progress bar, throughput and perplexity logs, safe checkpoints, graceful stop."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+# Written into checkpoint-N after the Trainer has finished writing it: a checkpoint without
+# it was interrupted while saving and must not be resumed from.
+COMPLETE_MARKER = "qwentune_complete"
+
+
+class ThroughputAndPerplexity(TrainerCallback):
+    """Adds tokens/s (non-padding tokens) to training logs and perplexity to evaluation logs.
+
+    Registered before the TensorBoard callback, so both values reach the event files.
+    """
+
+    def __init__(self) -> None:
+        self._last_time: float | None = None
+        self._last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None:
+            return
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
+        if "loss" in logs and self._last_time is not None:
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            if now > self._last_time and tokens > self._last_tokens:
+                logs["tokens_per_second"] = round((tokens - self._last_tokens) / (now - self._last_time), 1)
+            self._last_time, self._last_tokens = now, tokens
+
+
+class LiveProgress(TrainerCallback):
+    """One progress bar with ETA, loss, learning rate and tokens/s; evaluation results as lines."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                        dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        if "loss" in logs:
+            postfix = {"loss": f"{logs['loss']:.4f}", "lr": f"{logs.get('learning_rate', 0):.2e}"}
+            if "tokens_per_second" in logs:
+                postfix["tok/s"] = f"{logs['tokens_per_second']:.0f}"
+            self.bar.set_postfix(postfix, refresh=True)
+        if "eval_loss" in logs:
+            self.bar.write(f"step {state.global_step}: eval loss {logs['eval_loss']:.4f}, "
+                           f"perplexity {logs['eval_perplexity']:.2f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class MarkCheckpointComplete(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            (checkpoint / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
+
+
+class GracefulStop(TrainerCallback):
+    """Ctrl-C or SIGTERM: finish the current optimizer step, save a checkpoint, stop.
+
+    A second Ctrl-C interrupts at once (the default handler is back after the first).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        tqdm.write(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step, then stopping")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,304 @@
+"""LoRA / QLoRA training, top to bottom: data -> model -> Trainer -> final adapter and summary.
+
+The loop itself is transformers' Trainer (gradient accumulation, fused AdamW, cosine schedule,
+checkpoints with optimizer / scheduler / RNG / data position). What qwentune adds is around
+it: the data pipeline, precision per device, safe checkpoints (a marker says a checkpoint is
+complete; resume skips half-written ones), a graceful Ctrl-C / SIGTERM, and an output
+directory a person can read: adapter, tokenizer, generation config, resolved config,
+versions, loss curve and a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .callbacks import COMPLETE_MARKER, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
+from .config import Config, load_config, save_config
+from .errors import UserError
+from .fsutil import write_json
+
+RUN_CONFIG = "qwentune_config.yaml"
+RUN_SUMMARY = "run_summary.json"
+# What makes two runs the same run: resuming into a directory with other values would mix them.
+IDENTITY_KEYS = {"model": ["model_name_or_path", "use_4bit"], "data": ["dataset_name", "max_length"],
+                 "lora": ["lora_r", "lora_alpha", "lora_target_modules", "use_rslora", "use_dora"]}
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    interrupted_by: int | None  # signal number when stopped early, else None
+    summary: dict[str, Any]
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """checkpoint-N directories, oldest first."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def newest_complete_checkpoint(output_dir: Path, log=print) -> Path | None:
+    """The newest checkpoint that was completely written; half-written newer ones are removed."""
+    for checkpoint in reversed(checkpoints(output_dir)):
+        if (checkpoint / COMPLETE_MARKER).is_file():
+            return checkpoint
+        log(f"warning: {checkpoint} was not completely written (interrupted while saving); removing it")
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
+def check_output_dir(cfg: Config) -> None:
+    """Refuse an output directory holding something other than this same run."""
+    out = Path(cfg.training.output_dir)
+    if not out.exists() or not any(out.iterdir()):
+        return
+    previous_file = out / RUN_CONFIG
+    if not previous_file.is_file():
+        raise UserError(
+            f"{out}: the output directory already holds files that are not a qwentune run; "
+            f"choose another --output_dir or empty it."
+        )
+    previous = load_config(previous_file)
+    for section, keys in IDENTITY_KEYS.items():
+        for key in keys:
+            old, new = getattr(getattr(previous, section), key), getattr(getattr(cfg, section), key)
+            if old != new:
+                raise UserError(
+                    f"{out}: holds a run with {section}.{key} = {old!r}, not {new!r}; choose another --output_dir "
+                    f"to start a new run (or delete that directory)."
+                )
+
+
+def resolve_resume(cfg: Config, log=print) -> str | None:
+    value = cfg.training.resume_from_checkpoint
+    out = Path(cfg.training.output_dir)
+    if value in (None, "", "false", "no"):
+        return None
+    if value == "auto":
+        checkpoint = newest_complete_checkpoint(out, log) if out.is_dir() else None
+        if checkpoint is not None:
+            log(f"resuming from {checkpoint}")
+        return str(checkpoint) if checkpoint else None
+    path = Path(value)
+    if not (path / COMPLETE_MARKER).is_file() and not (path / "trainer_state.json").is_file():
+        raise UserError(f"training.resume_from_checkpoint: {value} is not a complete checkpoint directory.")
+    return str(path)
+
+
+def peak_memory_bytes(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    try:
+        import resource
+
+        scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except ImportError:  # Windows
+        import psutil
+
+        return getattr(psutil.Process().memory_info(), "peak_wset", 0)
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import peft
+    import transformers
+
+    return {"qwentune": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "datasets": datasets.__version__, "python": platform.python_version()}
+
+
+def training_arguments(cfg: Config, precision, has_validation: bool):
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        num_train_epochs=t.num_train_epochs,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_validation else "no",
+        eval_steps=t.eval_steps if has_validation else None,
+        metric_for_best_model="eval_loss" if has_validation else None,
+        greater_is_better=False if has_validation else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to="none",  # TensorBoard is added explicitly, writing to training.logging_dir
+        disable_tqdm=True,  # LiveProgress draws one bar with loss, lr and tokens/s
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,  # workers fork on POSIX and spawn slowly on Windows; tokenized data is cheap
+        use_cpu=precision.device == "cpu",
+    )
+
+
+def save_final(trainer, tokenizer, cfg: Config, out: Path, summary: dict[str, Any]) -> None:
+    """Adapter (standard PEFT files), tokenizer, generation config with the end-of-turn stop, summary."""
+    from .tokenizer import end_of_turn_token
+
+    model = trainer.model
+    staging = out / ".final-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    generation = model.generation_config
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in (end_of_turn_token(tokenizer), tokenizer.eos_token) if t]
+    generation.eos_token_id = list(dict.fromkeys(stops))
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.save_pretrained(staging)
+    # Weights first, adapter_config.json last: its presence is what makes the directory an adapter.
+    names = sorted((p.name for p in staging.iterdir()), key=lambda name: name == "adapter_config.json")
+    for name in names:
+        (staging / name).replace(out / name)
+    staging.rmdir()
+    write_json(out / RUN_SUMMARY, summary)
+
+
+def plot_loss(log_history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (reply tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
+    """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks."""
+    from transformers import PrinterCallback, Trainer
+    from transformers.integrations import TensorBoardCallback
+
+    from .data.collate import pad_batch
+    from .data.preprocess import load_or_preprocess
+    from .model import apply_lora, choose_precision, count_parameters, load_base_model, resolve_model_source
+    from .tokenizer import load_tokenizer
+
+    out = Path(cfg.training.output_dir)
+    check_output_dir(cfg)
+    resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or an offline hub id fails here, first
+    tokenizer_name = cfg.model.tokenizer_name or cfg.model.model_name_or_path
+    precision = choose_precision(cfg)
+    tokenizer = load_tokenizer(tokenizer_name, cfg.model.trust_remote_code)
+    splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
+    train_set = splits["train"].select_columns(["input_ids", "labels"])
+    eval_set = splits["validation"].select_columns(["input_ids", "labels"]) if "validation" in splits else None
+    effective_batch = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
+    if len(train_set) < cfg.training.per_device_train_batch_size:
+        raise UserError(
+            f"the training split has {len(train_set)} examples, fewer than one batch "
+            f"({cfg.training.per_device_train_batch_size}); lower per_device_train_batch_size or add data."
+        )
+
+    from transformers import set_seed
+
+    set_seed(cfg.training.seed)  # the adapter's random init, too, must repeat for a given seed
+    model = apply_lora(load_base_model(cfg, precision), cfg)
+    trainable, total = count_parameters(model)
+    log(f"model {cfg.model.model_name_or_path}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable "
+        f"(LoRA r={cfg.lora.lora_r}), {precision.name} on {precision.device}"
+        + (", 4-bit NF4 base" if cfg.model.use_4bit else ""))
+    log(f"data: {len(train_set)} training examples"
+        + (f", {len(eval_set)} validation" if eval_set is not None else "")
+        + f"; {effective_batch} examples per optimizer step")
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / RUN_CONFIG)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=cfg.training.logging_dir)
+    stop = GracefulStop()
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, precision, eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=lambda examples: pad_batch(examples, tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[ThroughputAndPerplexity(), TensorBoardCallback(writer), LiveProgress(),
+                   MarkCheckpointComplete(), stop, *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
+    resume = resolve_resume(cfg, log)
+    started = time.perf_counter()
+    stop.install()
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        stop.uninstall()
+        writer.close()
+    seconds = time.perf_counter() - started
+
+    state = trainer.state
+    train_losses = [e["loss"] for e in state.log_history if "loss" in e]
+    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
+    summary = {
+        "status": "interrupted" if stop.received else "finished",
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "seconds": round(seconds, 1),
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
+        "peak_memory_gb": round(peak_memory_bytes(precision.device) / 1e9, 2),
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "best_eval_loss": min(eval_losses) if eval_losses else None,
+        "best_checkpoint": state.best_model_checkpoint,
+        "precision": precision.name,
+        "device": precision.device,
+        "parameters": {"total": total, "trainable": trainable},
+        "data": {"train_examples": len(train_set), "validation_examples": len(eval_set) if eval_set else 0,
+                 "source": data_stats["settings"].get("source")},
+        "versions": versions(),
+    }
+    plot_loss(state.log_history, out / "loss_curve.png")
+    if stop.received:
+        log(f"stopped at step {state.global_step}; checkpoint saved in {out}. Run the same command to resume.")
+        write_json(out / RUN_SUMMARY, summary)
+        return TrainResult(out, stop.received, summary)
+    save_final(trainer, tokenizer, cfg, out, summary)
+    log(
+        f"done in {seconds / 60:.1f} min: {state.global_step} steps, {summary['tokens_seen']} tokens "
+        f"({summary['tokens_per_second']} tokens/s), peak memory {summary['peak_memory_gb']} GB"
+    )
+    if summary["best_eval_loss"] is not None:
+        log(f"best eval loss {summary['best_eval_loss']:.4f} at {summary['best_checkpoint']}")
+    log(f"adapter saved in {out}; loss curve {out / 'loss_curve.png'}; TensorBoard: "
+        f"tensorboard --logdir {cfg.training.logging_dir}")
+    return TrainResult(out, None, summary)

@@ -1,0 +1,138 @@
+"""LoRA training on a tiny Qwen2: invariants, learning, logs, outputs, QLoRA, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from qwentune.config import load_config
+from qwentune.errors import UserError
+from qwentune.train import RUN_CONFIG, train
+
+QA = [("法国的首都是哪里？", "巴黎。"), ("What is the capital of France?", "Paris."),
+      ("保持健康的提示？", "均衡饮食。"), ("2+2?", "4")]
+
+
+def qa_file(tmp_path, repeats=8):
+    rows = [{"instruction": q, "input": "", "output": a} for _ in range(repeats) for q, a in QA]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    return path
+
+
+def tiny_options(tmp_path, model_dir, **overrides) -> dict[str, str]:
+    """Command-line options that point the shipped training config at the tiny model and small local data."""
+    options = {
+        "model_name_or_path": str(model_dir), "dataset_name": str(qa_file(tmp_path)),
+        "output_dir": str(tmp_path / "out"), "logging_dir": str(tmp_path / "logs"),
+        "processed_dir": str(tmp_path / "processed"), "cache_dir": str(tmp_path / "cache"),
+        "per_device_train_batch_size": "4", "gradient_accumulation_steps": "2", "num_train_epochs": "1",
+        "val_size": "4", "max_length": "128", "bf16": "false", "logging_steps": "1", "save_steps": "2",
+        "eval_steps": "2", "learning_rate": "0.003",
+    }
+    options.update({k: str(v) for k, v in overrides.items()})
+    return options
+
+
+def tiny_config(tmp_path, model_dir, **overrides):
+    """The shipped training config with tiny_options (fp32, so runs compare exactly)."""
+    return load_config("config/training_config.yaml", list(tiny_options(tmp_path, model_dir, **overrides).items()))
+
+
+def silent(*args):
+    pass
+
+
+def test_lora_invariants_and_standard_outputs(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    result = train(tiny_config(tmp_path, tiny_model_dir), log=silent)
+    out = result.output_dir
+    assert result.interrupted_by is None
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "generation_config.json",
+                 RUN_CONFIG, "run_summary.json", "loss_curve.png"):
+        assert (out / name).is_file(), name
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    # Plain PEFT, nothing of ours, loads the adapter.
+    tuned = PeftModel.from_pretrained(base, out)
+    adapter = {n: p for n, p in tuned.named_parameters() if "lora_" in n}
+    assert adapter and all(p.abs().sum() > 0 for n, p in adapter.items() if "lora_B" in n)  # B starts at 0: it moved
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16 and config["lora_dropout"] == 0.1
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+    ids = torch.tensor([[1, 5, 9, 20, 33, 2]])
+    tuned.eval()
+    with torch.no_grad():
+        adapted = tuned(ids).logits
+        with tuned.disable_adapter():
+            disabled = tuned(ids).logits
+        plain = reference(ids).logits
+        assert torch.equal(disabled, plain)  # adapter off == the untouched base model, bit for bit
+        assert not torch.allclose(adapted, plain)
+        merged = tuned.merge_and_unload()(ids).logits
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+    # The frozen base weights were not touched by training.
+    for (name, p), (_, q) in zip(AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict().items(),
+                                 reference.state_dict().items()):
+        assert torch.equal(p, q), name
+
+    generation = GenerationConfig.from_pretrained(out)
+    assert 2 in generation.eos_token_id  # <|im_end|> (id 2 in the tiny tokenizer) stops generation
+
+
+def test_only_adapter_parameters_train(tiny_model_dir):
+    from qwentune.model import apply_lora, choose_precision, load_base_model
+
+    cfg = load_config(None, [("model_name_or_path", str(tiny_model_dir)), ("bf16", "false")])
+    model = apply_lora(load_base_model(cfg, choose_precision(cfg, "cpu")), cfg)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_loss_falls_and_tensorboard_has_the_series(tmp_path, tiny_model_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, num_train_epochs=4, learning_rate=0.01, lora_dropout=0.0,
+                      save_steps=100, eval_steps=100)
+    summary = train(cfg, log=silent).summary
+    events = EventAccumulator(str(tmp_path / "logs"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert len(losses) == summary["steps"] >= 10
+    assert losses[-1] < 0.2 * losses[0]  # a memorization set: the replies are learned
+    assert events.Scalars("train/tokens_per_second") and events.Scalars("train/learning_rate")
+    assert events.Scalars("eval/loss") and events.Scalars("eval/perplexity")
+
+
+def test_qlora_trains_on_cpu(tmp_path, tiny_model_dir):
+    pytest.importorskip("bitsandbytes")
+    cfg = tiny_config(tmp_path, tiny_model_dir, use_4bit="true", save_steps=100, eval_steps=100)
+    summary = train(cfg, log=silent).summary
+    assert summary["steps"] == 4 and summary["final_train_loss"] is not None
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert "q_proj" in config["target_modules"]
+
+
+def test_bad_training_input(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match=r"not in this model; its linear layers are .*q_proj"):
+        train(tiny_config(tmp_path, tiny_model_dir, lora_target_modules="q_proj,attn_c"), log=silent)
+    (tmp_path / "small").mkdir()
+    with pytest.raises(UserError, match="fewer than one batch"):
+        train(tiny_config(tmp_path / "small", tiny_model_dir, max_samples=5, val_size=2), log=silent)
+    with pytest.raises(UserError, match="model directory not found"):
+        train(tiny_config(tmp_path, tmp_path / "no_such_model"), log=silent)
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a qwentune run"):
+        train(tiny_config(tmp_path, tiny_model_dir, output_dir=unrelated), log=silent)
+
+
+def test_output_dir_of_another_run_is_refused(tmp_path, tiny_model_dir):
+    train(tiny_config(tmp_path, tiny_model_dir, save_steps=100), log=silent)
+    with pytest.raises(UserError, match="holds a run with lora.lora_r = 8, not 4"):
+        train(tiny_config(tmp_path, tiny_model_dir, lora_r=4), log=silent)
