@@ -97,8 +97,12 @@ def test_loss_falls_and_tensorboard_has_the_series(tmp_path, tiny_model_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = tiny_config(tmp_path, tiny_model_dir, num_train_epochs=4, learning_rate=0.01, lora_dropout=0.0,
-                      save_steps=100, eval_steps=100)
-    summary = train(cfg, log=silent).summary
+                      save_steps=100, eval_steps=100, hardware="cpu")
+    lines = []
+    summary = train(cfg, log=lines.append).summary
+    assert any(line.startswith("hardware cpu") and "batch 4 x accumulation 2" in line for line in lines), lines
+    assert any(line.startswith("memory estimate:") for line in lines)
+    assert summary["estimated_peak_memory_gb"] is not None and summary["peak_memory_gb"] > 0
     events = EventAccumulator(str(tmp_path / "logs"))
     events.Reload()
     losses = [e.value for e in events.Scalars("train/loss")]

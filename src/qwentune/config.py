@@ -98,6 +98,9 @@ class TrainingConfig:
     eval_steps: int = 300
     # auto: continue from the newest complete checkpoint in output_dir; a path; or null.
     resume_from_checkpoint: str | None = "auto"
+    # A card preset (rtx3060, rtx4060ti, rtxa5000, rtx4080, rtx4090, cpu) or auto (this device's memory):
+    # sets batch size, accumulation, checkpointing and 4-bit to fit, keeping the effective batch size.
+    hardware: Literal["auto", "cpu", "rtx3060", "rtx4060ti", "rtxa5000", "rtx4080", "rtx4090"] | None = None
     # One seed for the train/validation split, training and sampled generation.
     seed: int = 42
 

@@ -203,31 +203,36 @@ def plot_loss(log_history: list[dict[str, Any]], path: Path) -> None:
 
 def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks."""
-    from transformers import PrinterCallback, Trainer
+    from transformers import AutoConfig, PrinterCallback, Trainer, set_seed
     from transformers.integrations import TensorBoardCallback
 
     from .data.collate import pad_batch
     from .data.preprocess import load_or_preprocess
+    from .hardware import GB, ModelShape, check_fits, plan_for
     from .model import apply_lora, choose_precision, count_parameters, load_base_model, resolve_model_source
     from .tokenizer import load_tokenizer
 
-    out = Path(cfg.training.output_dir)
-    check_output_dir(cfg)
-    resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or an offline hub id fails here, first
+    # Everything a user can get wrong is checked before the model is loaded.
+    source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
     tokenizer_name = cfg.model.tokenizer_name or cfg.model.model_name_or_path
     precision = choose_precision(cfg)
     tokenizer = load_tokenizer(tokenizer_name, cfg.model.trust_remote_code)
     splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
     train_set = splits["train"].select_columns(["input_ids", "labels"])
     eval_set = splits["validation"].select_columns(["input_ids", "labels"]) if "validation" in splits else None
-    effective_batch = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
+
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code))
+    bytes_per_value = 4 if precision.name == "fp32" else 2
+    longest = min(cfg.data.max_length, data_stats["tokens"]["length"]["max"])
+    cfg = plan_for(cfg, shape, precision.device, bytes_per_value, longest, log)
+    out = Path(cfg.training.output_dir)
+    check_output_dir(cfg)
     if len(train_set) < cfg.training.per_device_train_batch_size:
         raise UserError(
             f"the training split has {len(train_set)} examples, fewer than one batch "
             f"({cfg.training.per_device_train_batch_size}); lower per_device_train_batch_size or add data."
         )
-
-    from transformers import set_seed
+    estimate = check_fits(cfg, shape, precision.device, bytes_per_value, longest, log)
 
     set_seed(cfg.training.seed)  # the adapter's random init, too, must repeat for a given seed
     model = apply_lora(load_base_model(cfg, precision), cfg)
@@ -237,7 +242,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         + (", 4-bit NF4 base" if cfg.model.use_4bit else ""))
     log(f"data: {len(train_set)} training examples"
         + (f", {len(eval_set)} validation" if eval_set is not None else "")
-        + f"; {effective_batch} examples per optimizer step")
+        + f"; {cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps}"
+        f" examples per optimizer step")
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / RUN_CONFIG)
@@ -276,7 +282,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         "seconds": round(seconds, 1),
         "tokens_seen": int(state.num_input_tokens_seen),
         "tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
-        "peak_memory_gb": round(peak_memory_bytes(precision.device) / 1e9, 2),
+        "peak_memory_gb": round(peak_memory_bytes(precision.device) / GB, 2),
+        "estimated_peak_memory_gb": round(estimate / GB, 2) if estimate else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "best_eval_loss": min(eval_losses) if eval_losses else None,
         "best_checkpoint": state.best_model_checkpoint,
@@ -296,6 +303,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     log(
         f"done in {seconds / 60:.1f} min: {state.global_step} steps, {summary['tokens_seen']} tokens "
         f"({summary['tokens_per_second']} tokens/s), peak memory {summary['peak_memory_gb']} GB"
+        + (f" (estimated {summary['estimated_peak_memory_gb']} GB)" if estimate else "")
     )
     if summary["best_eval_loss"] is not None:
         log(f"best eval loss {summary['best_eval_loss']:.4f} at {summary['best_checkpoint']}")
