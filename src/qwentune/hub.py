@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import UserError
@@ -38,3 +39,8 @@ def require_hub(what: str, local_hint: str) -> None:
             f"cannot reach the Hugging Face hub ({hub_endpoint()}) to fetch {what}: this machine looks offline "
             f"(or HF_HUB_OFFLINE is set); {local_hint}"
         )
+
+
+def is_local_reference(name: str) -> bool:
+    """A path (./x, /x, ~/x, a/b/c, or anything that exists here) rather than a hub id like owner/name."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()

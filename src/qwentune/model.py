@@ -16,7 +16,7 @@ import torch
 
 from .config import Config
 from .errors import UserError
-from .hub import require_hub
+from .hub import is_local_reference, require_hub
 
 LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (offline)."
 
@@ -77,14 +77,14 @@ def choose_precision(cfg: Config, device: str | None = None) -> Precision:
     return Precision(device, torch.float32, False, False)
 
 
-def _is_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
-
-
 def resolve_model_source(name: str) -> str:
-    """A local directory as is; a hub id must be in the local cache or reachable."""
-    if _is_local(name):
+    """A local directory as is; a .gguf file as its converted directory; a hub id if cached or reachable."""
+    if is_local_reference(name):
         path = Path(name).expanduser()
+        if path.suffix.lower() == ".gguf" and path.is_file():
+            from .gguf_convert import converted_model_dir
+
+            return str(converted_model_dir(path))
         if not path.is_dir():
             raise UserError(f"{name}: model directory not found; check --model_name_or_path.")
         if not (path / "config.json").is_file():

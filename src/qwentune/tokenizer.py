@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
-from .hub import require_hub
+from .hub import is_local_reference, require_hub
 
 # Qwen2's ChatML layout, for tokenizers that ship without a template (older Qwen base
 # checkpoints): a default system turn unless one is given, then <|im_start|>role\n...<|im_end|>\n.
@@ -29,16 +29,16 @@ CHATML_TEMPLATE = (
 LOCAL_HINT = "pass a local tokenizer or model directory instead (e.g. --tokenizer_name ./models/Qwen2-0.5B)."
 
 
-def _is_local_reference(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
-
-
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """AutoTokenizer with a chat template and a pad token guaranteed; UserError on any failure."""
     from transformers import AutoTokenizer
 
     path = Path(name_or_path).expanduser()
-    if _is_local_reference(name_or_path):
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        from .gguf_convert import converted_model_dir
+
+        path = converted_model_dir(path)
+    if is_local_reference(name_or_path):
         if not path.is_dir():
             raise UserError(f"{name_or_path}: tokenizer directory not found; check the path or use a hub id.")
         try:

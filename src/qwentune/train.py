@@ -214,7 +214,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
 
     # Everything a user can get wrong is checked before the model is loaded.
     source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
-    tokenizer_name = cfg.model.tokenizer_name or cfg.model.model_name_or_path
+    tokenizer_name = cfg.model.tokenizer_name or source
     precision = choose_precision(cfg)
     tokenizer = load_tokenizer(tokenizer_name, cfg.model.trust_remote_code)
     splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
