@@ -116,7 +116,8 @@ def test_loss_falls_and_tensorboard_has_the_series(tmp_path, tiny_model_dir):
 
 def test_qlora_trains_on_cpu(tmp_path, tiny_model_dir):
     pytest.importorskip("bitsandbytes")
-    cfg = tiny_config(tmp_path, tiny_model_dir, use_4bit="true", save_steps=100, eval_steps=100)
+    cfg = tiny_config(tmp_path, tiny_model_dir, use_4bit="true", gradient_checkpointing="true", save_steps=100,
+                      eval_steps=100)
     summary = train(cfg, log=silent).summary
     assert summary["steps"] == 4 and summary["final_train_loss"] is not None
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
@@ -182,12 +183,13 @@ def test_training_reuses_matching_preprocessed_data(tmp_path, tiny_model_dir):
     assert (tmp_path / "cache" / "processed").is_dir()
 
 
-def test_cpu_bf16_where_the_cpu_has_it(tmp_path, tiny_model_dir):
+def test_cpu_bf16_where_the_cpu_has_it_with_dora(tmp_path, tiny_model_dir):
     from qwentune.model import cpu_has_native_bf16
 
-    cfg = tiny_config(tmp_path, tiny_model_dir, bf16="true", save_steps=100)
+    cfg = tiny_config(tmp_path, tiny_model_dir, bf16="true", use_dora="true", save_steps=100)
     result = train(cfg, log=silent)
     assert result.summary["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["use_dora"] is True
     adapter_dtypes = {p.dtype for n, p in result.model.named_parameters() if "lora_" in n}
     base_dtypes = {p.dtype for n, p in result.model.named_parameters() if "lora_" not in n}
     assert adapter_dtypes == {torch.float32}  # the adapter trains in fp32 whatever the base is held in
