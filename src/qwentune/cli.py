@@ -80,6 +80,64 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int | None:
     return 128 + result.interrupted_by if result.interrupted_by else None
 
 
+def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> None:
+    from .evaluate import evaluate
+
+    evaluate(_config_with_options(args.config, extra, list(KEY_TO_SECTION), "evaluate"))
+
+
+INFER_KEYS = [k for k, s in KEY_TO_SECTION.items() if s in ("model", "generation")] + [
+    "adapter_path", "eval_batch_size", "system_prompt", "seed"]
+
+
+def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
+    import json
+
+    from .chat import answer_prompts, chat, read_prompts
+    from .generate import load_for_inference, merge_adapter, stream
+
+    cfg = _config_with_options(args.config, extra, INFER_KEYS, "inference")
+
+    def note(message: str) -> None:  # stdout carries only the answers, so they can be piped
+        print(message, file=sys.stderr)
+
+    if args.merge:
+        import torch
+
+        loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path, dtype=torch.float32,
+                                    trust_remote_code=cfg.model.trust_remote_code, log=note)
+        out = merge_adapter(loaded, args.merge, dtype=torch.bfloat16 if args.merge_dtype == "bf16" else
+                            torch.float16 if args.merge_dtype == "fp16" else torch.float32)
+        print(f"merged model written to {out} (loads with AutoModelForCausalLM.from_pretrained)")
+        return
+    loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
+                                trust_remote_code=cfg.model.trust_remote_code, log=note)
+    system, settings, seed = cfg.data.system_prompt, cfg.generation, cfg.training.seed
+    if args.prompt is not None and not args.prompts_file:
+        if not args.prompt.strip():
+            raise UserError("--prompt is empty; give the text to answer.")
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": args.prompt}]
+        for piece in stream(loaded, messages, settings, seed=seed):
+            print(piece, end="", flush=True)
+        print()
+    elif args.prompts_file:
+        rows = answer_prompts(loaded, read_prompts(args.prompts_file), settings, system, cfg.eval.eval_batch_size,
+                              seed)
+        if args.output:
+            from .fsutil import atomic_output_file
+
+            with atomic_output_file(args.output, encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            print(f"{len(rows)} answers written to {args.output}")
+        else:
+            for row in rows:
+                print(f"### {row['prompt']}\n{row['answer']}\n")
+    else:
+        chat(loaded, settings, system, seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,13 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="a YAML config, e.g. config/training_config.yaml")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser(
+        "evaluate", help="perplexity, BLEU and ROUGE of a base model, an adapter or a merged model",
+        description="Options: --config FILE, and any config key as --key value (e.g. --adapter_path DIR).",
+    )
+    p.add_argument("--config", help="a YAML config, e.g. config/eval_config.yaml")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser(
+        "infer", help="answer one prompt, a file of prompts, or chat interactively (the default)",
+        description="Model options: " + ", ".join("--" + k for k in INFER_KEYS)
+        + ". --adapter_path null answers with the base model alone.",
+    )
+    p.add_argument("--config", help="a YAML config whose model / generation sections are used")
+    p.add_argument("--prompt", help="answer this one prompt (streamed) and exit")
+    p.add_argument("--prompts_file", help=".txt (one per line), .json or .jsonl prompts to answer in batches")
+    p.add_argument("--output", help="with --prompts_file: write the answers here as JSON Lines")
+    p.add_argument("--merge", metavar="DIR", help="merge the adapter into the base and save a full model in DIR")
+    p.add_argument("--merge_dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
+                   help="precision the merged weights are stored in (merging itself runs in fp32)")
+    p.set_defaults(func=cmd_infer)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_preprocess, cmd_train):
+    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.func(args, extra)

@@ -3,7 +3,8 @@
 Tokenization decides what these numbers mean, so it is fixed here:
 - BLEU-4 (sacrebleu, tokenize="zh"): Chinese is scored per character, other text per word
   (13a rules), so mixed Chinese/English text works. Reported as the corpus score (one BLEU over
-  all sentences, the standard way) and as the mean of smoothed sentence scores.
+  all sentences, the standard way; it is 0 when no reply has four tokens) and as the mean of
+  smoothed sentence scores.
 - ROUGE-1/2/L (rouge-score): F-measures over jieba words (jieba keeps English words and
   numbers whole), lowercased, punctuation and spaces dropped; the mean over examples.
 - LLaMA-Factory-compatible numbers, so results compare with papers and models that report

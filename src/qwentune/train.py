@@ -160,18 +160,14 @@ def training_arguments(cfg: Config, precision, has_validation: bool):
 
 def save_final(trainer, tokenizer, cfg: Config, out: Path, summary: dict[str, Any]) -> None:
     """Adapter (standard PEFT files), tokenizer, generation config with the end-of-turn stop, summary."""
-    from .tokenizer import end_of_turn_token
+    from .generate import save_generation_config
 
     model = trainer.model
     staging = out / ".final-tmp"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    generation = model.generation_config
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in (end_of_turn_token(tokenizer), tokenizer.eos_token) if t]
-    generation.eos_token_id = list(dict.fromkeys(stops))
-    generation.pad_token_id = tokenizer.pad_token_id
-    generation.save_pretrained(staging)
+    save_generation_config(model, tokenizer, staging)
     # Weights first, adapter_config.json last: its presence is what makes the directory an adapter.
     names = sorted((p.name for p in staging.iterdir()), key=lambda name: name == "adapter_config.json")
     for name in names:
