@@ -138,6 +138,29 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
         chat(loaded, settings, system, seed)
 
 
+def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
+    from .rating import export_sheet
+
+    key = export_sheet(args.predictions, args.output, args.seed)
+    print(f"blind sheet {args.output}: fill the score column (1-5); the key is {key} (keep it from the raters)")
+
+
+def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
+    import json
+
+    from .rating import import_scores
+
+    result = import_scores(args.sheet, args.key)
+    for model, stats in result.items():
+        print(f"{model}: mean {stats['mean']} over {stats['rated']} rated answers (stdev {stats['stdev']})")
+    if args.output:
+        from .fsutil import write_json
+
+        write_json(args.output, result)
+    else:
+        print(json.dumps(result, ensure_ascii=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge_dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
                    help="precision the merged weights are stored in (merging itself runs in fp32)")
     p.set_defaults(func=cmd_infer)
+
+    rating = commands.add_parser("rating", help="blind human rating of answers").add_subparsers(
+        dest="rating_command", required=True)
+    p = rating.add_parser("export", help="a shuffled sheet of answers with the model names hidden")
+    p.add_argument("--predictions", nargs="+", required=True,
+                   help="predictions.jsonl files (or evaluation result directories), one per model")
+    p.add_argument("--output", required=True, help="the sheet: .csv or .jsonl")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_rating_export)
+    p = rating.add_parser("import", help="scores per model from a filled sheet")
+    p.add_argument("--sheet", required=True)
+    p.add_argument("--key", help="default: <sheet>.key.json")
+    p.add_argument("--output", help="write the scores here as JSON")
+    p.set_defaults(func=cmd_rating_import)
     return parser
 
 
