@@ -161,6 +161,51 @@ def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
         print(json.dumps(result, ensure_ascii=False))
 
 
+COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + ["seed", "trust_remote_code"]
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
+    from pathlib import Path
+
+    from .compare import compare_batch, load_pair, load_questions
+
+    cfg = _config_with_options(args.config, extra, COMPARE_KEYS, "model_comparison")
+    if not args.interactive and not args.questions_file:
+        raise UserError("model_comparison: give --questions-file FILE (batch) or --interactive.")
+    if args.interactive:
+        from .compare_interactive import Session
+
+        pair = load_pair(args.base_model, args.finetuned_model, cfg.model.trust_remote_code)
+        Session(pair, cfg.generation, args.system, cfg.training.seed).run()
+        return
+    questions = load_questions(args.questions_file)
+    output = Path(args.output)
+    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK) or output.is_dir():
+        raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
+    pair = load_pair(args.base_model, args.finetuned_model, cfg.model.trust_remote_code)
+    report = compare_batch(pair, questions, cfg.generation, args.batch_size, cfg.training.seed, args.system)
+    write_comparison(report, output)
+
+
+def write_comparison(report: dict, output) -> None:
+    """comparison_results.json plus .html and .md beside it; each written whole or not at all."""
+    import json
+
+    from .fsutil import atomic_output_file
+    from .report import render_html, render_markdown
+
+    pages = {output: json.dumps(report, ensure_ascii=False, indent=2) + "\n",
+             output.with_suffix(".html"): render_html(report), output.with_suffix(".md"): render_markdown(report)}
+    for path, text in pages.items():
+        with atomic_output_file(path, encoding="utf-8") as handle:
+            handle.write(text)
+    overall = report["summary"]["overall"]
+    print(f"{overall['questions']} questions; ROUGE-L base {overall['base']['rouge_l']} -> fine-tuned "
+          f"{overall['finetuned']['rouge_l']}; BLEU-4 base {overall['base']['bleu_4']} -> fine-tuned "
+          f"{overall['finetuned']['bleu_4']}")
+    print(f"results: {output}, report: {output.with_suffix('.html')}, summary: {output.with_suffix('.md')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision the merged weights are stored in (merging itself runs in fp32)")
     p.set_defaults(func=cmd_infer)
 
+    p = commands.add_parser(
+        "compare", help="base vs fine-tuned, side by side: batch from a questions file, or interactive",
+        description="Generation options: " + ", ".join("--" + k for k in COMPARE_KEYS) + " (same on both sides).",
+    )
+    p.add_argument("--base-model", required=True, help="hub id or local directory of the base model")
+    p.add_argument("--finetuned-model", required=True,
+                   help="adapter directory, training output / checkpoints directory, or merged model")
+    p.add_argument("--interactive", action="store_true", help="ask questions in the terminal")
+    p.add_argument("--questions-file", help="JSON list of questions (see docs/model_comparison_guide.md)")
+    p.add_argument("--output", default="comparison_results.json", help="results JSON; .html and .md go beside it")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--system", help="a system prompt for every question that has none")
+    p.add_argument("--config", help="a YAML config whose generation section is used")
+    p.set_defaults(func=cmd_compare)
+
     rating = commands.add_parser("rating", help="blind human rating of answers").add_subparsers(
         dest="rating_command", required=True)
     p = rating.add_parser("export", help="a shuffled sheet of answers with the model names hidden")
@@ -231,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer):
+    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.func(args, extra)

@@ -173,14 +173,14 @@ def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
 
 
-def _coerce(value: Any, tp: Any) -> Any:
+def coerce(value: Any, tp: Any) -> Any:
     """Return `value` as type `tp`, or raise ValueError."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner)
+        return coerce(value, inner)
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -191,11 +191,11 @@ def _coerce(value: Any, tp: Any) -> Any:
         if not isinstance(value, list):
             raise ValueError
         (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp) for v in value]
+        return [coerce(v, item_tp) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError
-        return {str(k): _coerce(v, str) for k, v in value.items()}
+        return {str(k): coerce(v, str) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -226,7 +226,7 @@ def _coerce(value: Any, tp: Any) -> Any:
 def _set_key(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
     tp = _section_fields(SECTIONS[section])[key]
     try:
-        coerced = _coerce(value, tp)
+        coerced = coerce(value, tp)
     except ValueError:
         raise UserError(
             f"{where}: {section}.{key} must be {_type_name(tp)}, got {value!r}; fix the value."
