@@ -88,7 +88,9 @@ def load_pair(base: str, finetuned: str, trust_remote_code: bool = False, log=pr
     loaded = load_for_inference(base, finetuned, trust_remote_code=trust_remote_code, log=log)
     if loaded.has_adapter:
         return Pair(loaded, loaded)  # one copy of the weights: the adapter switched off is the base
-    return Pair(load_for_inference(base, None, trust_remote_code=trust_remote_code, log=log), loaded)
+    alone = load_for_inference(base, None, trust_remote_code=trust_remote_code, log=log)
+    alone.tokenizer = loaded.tokenizer  # the same chat template on both sides: the one the model was tuned with
+    return Pair(alone, loaded)
 
 
 def _sentence_scores(prediction: str, reference: str) -> dict[str, float]:
@@ -123,7 +125,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "by_category": {c: block([r for r in results if r["category"] == c]) for c in categories}}
 
 
-def compare_batch(pair: Pair, questions: list[Question], settings: GenerationConfig, batch_size: int = 8,
+def compare_batch(pair: Pair, questions: list[Question], settings: GenerationConfig, batch_size: int = 16,
                   seed: int = 42, system: str | None = None) -> dict[str, Any]:
     """Answer every question on both sides (batched), score against references, summarize."""
     answers: dict[str, list] = {}

