@@ -184,26 +184,14 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
         raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
     pair = load_pair(args.base_model, args.finetuned_model, cfg.model.trust_remote_code)
     report = compare_batch(pair, questions, cfg.generation, args.batch_size, cfg.training.seed, args.system)
-    write_comparison(report, output)
+    from .report import write_comparison
 
-
-def write_comparison(report: dict, output) -> None:
-    """comparison_results.json plus .html and .md beside it; each written whole or not at all."""
-    import json
-
-    from .fsutil import atomic_output_file
-    from .report import render_html, render_markdown
-
-    pages = {output: json.dumps(report, ensure_ascii=False, indent=2) + "\n",
-             output.with_suffix(".html"): render_html(report), output.with_suffix(".md"): render_markdown(report)}
-    for path, text in pages.items():
-        with atomic_output_file(path, encoding="utf-8") as handle:
-            handle.write(text)
+    pages = write_comparison(report, output)
     overall = report["summary"]["overall"]
     print(f"{overall['questions']} questions; ROUGE-L base {overall['base']['rouge_l']} -> fine-tuned "
           f"{overall['finetuned']['rouge_l']}; BLEU-4 base {overall['base']['bleu_4']} -> fine-tuned "
           f"{overall['finetuned']['bleu_4']}")
-    print(f"results: {output}, report: {output.with_suffix('.html')}, summary: {output.with_suffix('.md')}")
+    print("results: " + ", ".join(str(p) for p in pages))
 
 
 def build_parser() -> argparse.ArgumentParser:

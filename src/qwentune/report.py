@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[A-Za-z0-9_']+|\s+|[^\w\s]|\w+")
@@ -150,3 +152,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [f"*Reference:* {row['reference']}", ""]
         lines += [f"**Base:** {row['base']['answer']}", "", f"**Fine-tuned:** {row['finetuned']['answer']}", ""]
     return "\n".join(lines) + "\n"
+
+
+def write_comparison(report: dict[str, Any], output: str | Path) -> list[Path]:
+    """The JSON, and the .html and .md beside it; each written whole or not at all."""
+    from .fsutil import atomic_output_file
+
+    output = Path(output)
+    pages = {output: json.dumps(report, ensure_ascii=False, indent=2) + "\n",
+             output.with_suffix(".html"): render_html(report), output.with_suffix(".md"): render_markdown(report)}
+    for path, text in pages.items():
+        with atomic_output_file(path, encoding="utf-8") as handle:
+            handle.write(text)
+    return list(pages)
