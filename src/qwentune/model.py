@@ -78,13 +78,13 @@ def choose_precision(cfg: Config, device: str | None = None) -> Precision:
 
 
 def resolve_model_source(name: str) -> str:
-    """A local directory as is; a .gguf file as its converted directory; a hub id if cached or reachable."""
+    """A local directory as is; the embedded demo model or a .gguf file as its converted directory;
+    a hub id if it is in the local cache or the hub is reachable."""
+    from .gguf_convert import materialize
+
+    name = materialize(name)
     if is_local_reference(name):
         path = Path(name).expanduser()
-        if path.suffix.lower() == ".gguf" and path.is_file():
-            from .gguf_convert import converted_model_dir
-
-            return str(converted_model_dir(path))
         if not path.is_dir():
             raise UserError(f"{name}: model directory not found; check --model_name_or_path.")
         if not (path / "config.json").is_file():

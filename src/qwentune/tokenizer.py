@@ -33,11 +33,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """AutoTokenizer with a chat template and a pad token guaranteed; UserError on any failure."""
     from transformers import AutoTokenizer
 
-    path = Path(name_or_path).expanduser()
-    if path.suffix.lower() == ".gguf" and path.is_file():
-        from .gguf_convert import converted_model_dir
+    from .gguf_convert import materialize
 
-        path = converted_model_dir(path)
+    name_or_path = materialize(name_or_path)  # the embedded demo model or a .gguf file: a converted directory
+    path = Path(name_or_path).expanduser()
     if is_local_reference(name_or_path):
         if not path.is_dir():
             raise UserError(f"{name_or_path}: tokenizer directory not found; check the path or use a hub id.")
