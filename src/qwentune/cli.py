@@ -194,9 +194,22 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     print("results: " + ", ".join(str(p) for p in pages))
 
 
+def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int | None:
+    from .demo import DEMO_CONFIG, run_demo
+
+    result = run_demo(_config_with_options(str(DEMO_CONFIG), extra, list(KEY_TO_SECTION), "demo"))
+    return 128 + result["interrupted_by"] if result.get("interrupted_by") else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser(
+        "demo", help="offline: train the embedded SmolLM2 on the demo data, evaluate, compare, report",
+        description="Runs config/demo.yaml; any config key can be overridden, e.g. --max_steps 10.",
+    )
+    p.set_defaults(func=cmd_demo)
 
     p = commands.add_parser("datasets", help="list the named datasets")
     p.add_argument("--dataset_registry", help="a YAML file with more named datasets")
@@ -279,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare):
+    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare, cmd_demo):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.func(args, extra)

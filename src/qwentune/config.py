@@ -80,6 +80,8 @@ class TrainingConfig:
     output_dir: str = "results/checkpoints"
     logging_dir: str = "results/logs"
     num_train_epochs: float = 3.0
+    # Stop after this many optimizer steps (overrides num_train_epochs); null trains whole epochs.
+    max_steps: int | None = None
     per_device_train_batch_size: int = 4
     per_device_eval_batch_size: int = 4
     gradient_accumulation_steps: int = 4
@@ -343,6 +345,8 @@ def validate(cfg: Config, where: str) -> None:
         fail("training.num_train_epochs must be positive.")
     if not 0 <= t.warmup_ratio < 1:
         fail("training.warmup_ratio must be in [0, 1).")
+    if t.max_steps is not None and t.max_steps < 1:
+        fail("training.max_steps must be at least 1, or null to train num_train_epochs.")
     if t.save_total_limit is not None and t.save_total_limit < 1:
         fail("training.save_total_limit must be at least 1, or null to keep every checkpoint.")
     if g.max_new_tokens < 1:

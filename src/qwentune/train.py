@@ -125,6 +125,7 @@ def training_arguments(cfg: Config, precision, has_validation: bool):
     return TrainingArguments(
         output_dir=t.output_dir,
         num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
