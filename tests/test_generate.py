@@ -164,6 +164,9 @@ def test_inference_and_evaluation_bad_input(trained, tiny_model_dir, tmp_path, c
           "--eval_dataset", str(trained / "qa.jsonl")], "unknown metric meteor"),
         (["infer", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(tmp_path)], "holds no adapter"),
     ]
+    broken = tmp_path / "prompts.json"
+    broken.write_text('["one",\n "two" "three"]', encoding="utf-8")
+    cases.append((["infer", *common, "--prompts_file", str(broken)], "prompts.json:2: not valid JSON"))
     only_prompts = tmp_path / "questions.jsonl"
     only_prompts.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n", encoding="utf-8")
     cases.append((["evaluate", "--config", "config/eval_config.yaml", *common, "--eval_dataset", str(only_prompts)],

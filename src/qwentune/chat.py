@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -21,9 +20,11 @@ def read_prompts(path: str | Path) -> list[str]:
         raise UserError(f"{path}: prompts file not found.")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".json", ".jsonl"):
-        from .data.readers import read_records
+        from .data.readers import parse_json, read_records
 
-        items = json.loads(text) if text.lstrip().startswith("[") else read_records(path)
+        items = parse_json(path, text) if text.lstrip().startswith("[") else read_records(path)
+        if not isinstance(items, list):
+            raise UserError(f"{path}: expected a JSON list of prompts.")
         prompts = []
         for index, item in enumerate(items, start=1):
             value = item if isinstance(item, str) else (item.get("prompt") or item.get("question"))

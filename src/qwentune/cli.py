@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .config import KEY_TO_SECTION, load_config, parse_override_args
+from .config import KEY_TO_SECTION, did_you_mean, load_config, parse_override_args
 from .errors import EXIT_USER_ERROR, UserError
 
 # Options of `preprocess`: the data section, plus where the tokenizer comes from and the seed.
@@ -20,15 +20,12 @@ PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
 def _config_with_options(config_path: str | None, extra: list[str], allowed: list[str], command: str,
                          aliases: dict[str, str] | None = None):
     """Load the config, then apply `--key value` options restricted to `allowed` keys."""
-    import difflib
-
     pairs = []
     for name, text in parse_override_args(extra):
         name = (aliases or {}).get(name, name)
         key = name.split(".", 1)[-1]
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean --{close[0]}?" if close else f" (options: {', '.join('--' + a for a in allowed)})."
+            hint = did_you_mean(key, allowed) or f" (options: {', '.join('--' + a for a in allowed)})."
             raise UserError(f"{command}: unknown option --{name}{hint}")
         pairs.append((name, text))
     return load_config(config_path, pairs)
@@ -106,8 +103,8 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
 
         loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path, dtype=torch.float32,
                                     trust_remote_code=cfg.model.trust_remote_code, log=note)
-        out = merge_adapter(loaded, args.merge, dtype=torch.bfloat16 if args.merge_dtype == "bf16" else
-                            torch.float16 if args.merge_dtype == "fp16" else torch.float32)
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        out = merge_adapter(loaded, args.merge, dtype=dtypes[args.merge_dtype])
         print(f"merged model written to {out} (loads with AutoModelForCausalLM.from_pretrained)")
         return
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,

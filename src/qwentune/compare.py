@@ -10,7 +10,6 @@ optional `reference`, `category` and `system`.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,10 +40,9 @@ def load_questions(path: str | Path) -> list[Question]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: questions file not found; see docs/model_comparison_guide.md for the format.")
-    try:
-        items = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix the file there.") from None
+    from .data.readers import parse_json
+
+    items = parse_json(path)
     if not isinstance(items, list) or not items:
         raise UserError(f"{path}: expected a non-empty JSON list of questions (strings or objects with 'question').")
     questions = []

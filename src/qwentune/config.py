@@ -161,6 +161,12 @@ def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def did_you_mean(option: str, options: typing.Iterable[str]) -> str:
+    """For command-line options: "; did you mean --learning_rate?" or ""."""
+    close = difflib.get_close_matches(option, list(options), n=1, cutoff=0.6)
+    return f"; did you mean --{close[0]}?" if close else ""
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:

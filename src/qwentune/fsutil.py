@@ -56,3 +56,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_output_file(path, encoding="utf-8") as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=2)
         handle.write("\n")
+
+
+def numbered_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """checkpoint-N directories of a training output, oldest (lowest N) first."""
+    found = [p for p in Path(directory).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))

@@ -48,9 +48,9 @@ class LoadedModel:
     @contextlib.contextmanager
     def adapter(self, enabled: bool):
         """Run the block with the adapter on (the fine-tuned model) or off (the base model)."""
+        if not enabled and self.description.get("kind") == "merged":
+            raise UserError("a merged model has no adapter to switch off; load the base model separately.")
         if enabled or not self.has_adapter:
-            if not enabled and not self.has_adapter and self.description.get("kind") == "merged":
-                raise UserError("a merged model has no adapter to switch off; load the base model separately.")
             yield
         else:
             with self.model.disable_adapter():
@@ -75,8 +75,9 @@ def find_adapter(path: str | Path) -> tuple[str, Path, str]:
         best = json.loads(summary_file.read_text(encoding="utf-8")).get("best_checkpoint")
         if best and (Path(best) / "adapter_config.json").is_file():
             return "adapter", Path(best), "the best checkpoint by eval loss"
-    candidates = sorted((p for p in path.glob("checkpoint-*") if (p / "adapter_config.json").is_file()),
-                        key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
+    from .fsutil import numbered_checkpoints
+
+    candidates = [p for p in numbered_checkpoints(path) if (p / "adapter_config.json").is_file()]
     if candidates:
         return "adapter", candidates[-1], "the newest checkpoint (no final adapter yet)"
     raise UserError(f"{path}: holds no adapter (adapter_config.json), checkpoint or model; check the path.")

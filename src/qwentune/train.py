@@ -24,7 +24,7 @@ from . import __version__
 from .callbacks import COMPLETE_MARKER, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
 from .config import Config, load_config, save_config
 from .errors import UserError
-from .fsutil import write_json
+from .fsutil import numbered_checkpoints, write_json
 
 RUN_CONFIG = "qwentune_config.yaml"
 RUN_SUMMARY = "run_summary.json"
@@ -41,15 +41,9 @@ class TrainResult:
     model: Any = None  # the trained PeftModel, for callers that go on to evaluate it
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    """checkpoint-N directories, oldest first."""
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
 def newest_complete_checkpoint(output_dir: Path, log=print) -> Path | None:
     """The newest checkpoint that was completely written; half-written newer ones are removed."""
-    for checkpoint in reversed(checkpoints(output_dir)):
+    for checkpoint in reversed(numbered_checkpoints(output_dir)):
         if (checkpoint / COMPLETE_MARKER).is_file():
             return checkpoint
         log(f"warning: {checkpoint} was not completely written (interrupted while saving); removing it")

@@ -47,17 +47,23 @@ def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
     return records
 
 
+def parse_json(path: Path, text: str | None = None) -> Any:
+    """One JSON document; a syntax error becomes a UserError naming the file and line."""
+    text = _read_text(path) if text is None else text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix the file there."
+        ) from None
+
+
 def _json_document(path: Path, text: str) -> list[dict[str, Any]]:
     stripped = text.lstrip()
     if not stripped.startswith("["):
         # `{...}\n{...}` is JSON Lines saved with a .json name: common enough to accept.
         return _json_lines(path, text)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix the file there."
-        ) from None
+    data = parse_json(path, text)
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             raise UserError(f"{path}: item {index} of the JSON array is a {type(record).__name__}, not an object.")
