@@ -87,3 +87,18 @@ def build_tiny_qwen2(path, tokenizer, seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"), tiny_tokenizer)
+
+
+def examples_of(lengths, vocab=200, seed=0):
+    """Random tokenized examples whose first half is an unlabelled prompt."""
+    import torch
+
+    from qwentune.data.tokenize import IGNORE_INDEX
+
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        ids = torch.randint(5, vocab, (n,), generator=generator).tolist()
+        labels = [IGNORE_INDEX] * (n // 2) + ids[n // 2:]  # a prompt half without labels
+        out.append({"input_ids": ids, "labels": labels})
+    return out

@@ -194,3 +194,16 @@ def test_cpu_bf16_where_the_cpu_has_it_with_dora(tmp_path, tiny_model_dir):
     base_dtypes = {p.dtype for n, p in result.model.named_parameters() if "lora_" not in n}
     assert adapter_dtypes == {torch.float32}  # the adapter trains in fp32 whatever the base is held in
     assert base_dtypes == ({torch.bfloat16} if cpu_has_native_bf16() else {torch.float32})
+
+
+@pytest.mark.parametrize("packing", ["true", "false"])
+def test_both_batch_layouts_train_and_count_real_tokens(tmp_path, tiny_model_dir, tiny_tokenizer, packing):
+    from qwentune.data.preprocess import load_or_preprocess
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, packing=packing, num_train_epochs=3, learning_rate=0.01,
+                      save_steps=100, eval_steps=100)
+    summary = train(cfg, log=silent).summary
+    splits, _ = load_or_preprocess(cfg.data, str(tiny_model_dir), tiny_tokenizer, cfg.training.seed, silent)
+    # Every example seen three times; pad tokens (of padded rows or of packed rows' tails) never count.
+    assert summary["tokens_seen"] == 3 * sum(len(ids) for ids in splits["train"]["input_ids"])
+    assert summary["final_train_loss"] < 0.5 * summary["first_train_loss"]

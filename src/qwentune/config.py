@@ -94,6 +94,10 @@ class TrainingConfig:
     bf16: bool = True
     fp16: bool = False
     gradient_checkpointing: bool = False
+    # true: several examples share a row of up to max_length tokens, positions restart per example and
+    # nothing is computed for padding; false: each example its own row, padded to the longest one of a
+    # batch, batches grouped by length. Same examples per step, same loss either way.
+    packing: bool = True
     logging_steps: int = 10
     save_steps: int = 300
     save_total_limit: int | None = 3

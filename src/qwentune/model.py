@@ -16,6 +16,7 @@ import torch
 
 from .config import Config
 from .errors import UserError
+from .lora_dropout import use_fast_lora_dropout
 from .hub import is_local_reference, require_hub
 
 LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (offline)."
@@ -179,7 +180,10 @@ def apply_lora(model, cfg: Config):
         r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=targets,
         use_rslora=lora.use_rslora, use_dora=lora.use_dora, bias="none", task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+    model = get_peft_model(model, peft_config)
+    if next(model.parameters()).device.type == "cpu":
+        use_fast_lora_dropout(model)  # torch's CPU dropout was a quarter of the step time
+    return model
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -133,6 +133,8 @@ def training_arguments(cfg: Config, precision, has_validation: bool):
         fp16=precision.fp16,
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        # Padding only: similar lengths in one batch waste less on padding.
+        train_sampling_strategy="random" if t.packing else "group_by_length",
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -147,6 +149,7 @@ def training_arguments(cfg: Config, precision, has_validation: bool):
         report_to="none",  # TensorBoard is added explicitly, writing to training.logging_dir
         disable_tqdm=True,  # LiveProgress draws one bar with loss, lr and tokens/s
         include_num_input_tokens_seen="non_padding",
+        prediction_loss_only=True,  # evaluation needs the loss only, never the full logits
         remove_unused_columns=False,
         dataloader_num_workers=0,  # workers fork on POSIX and spawn slowly on Windows; tokenized data is cheap
         use_cpu=precision.device == "cpu",
@@ -195,14 +198,14 @@ def plot_loss(log_history: list[dict[str, Any]], path: Path) -> None:
 
 def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks."""
-    from transformers import AutoConfig, PrinterCallback, Trainer, set_seed
+    from transformers import AutoConfig, PrinterCallback, set_seed
     from transformers.integrations import TensorBoardCallback
 
-    from .data.collate import pad_batch
     from .data.preprocess import load_or_preprocess
     from .hardware import GB, ModelShape, check_fits, plan_for
     from .model import apply_lora, choose_precision, count_parameters, load_base_model, resolve_model_source
     from .tokenizer import load_tokenizer
+    from .trainer import QwentuneTrainer, make_collator
 
     # Everything a user can get wrong is checked before the model is loaded.
     source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
@@ -243,12 +246,12 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
 
     writer = SummaryWriter(log_dir=cfg.training.logging_dir)
     stop = GracefulStop()
-    trainer = Trainer(
+    trainer = QwentuneTrainer(
         model=model,
         args=training_arguments(cfg, precision, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=lambda examples: pad_batch(examples, tokenizer.pad_token_id),
+        data_collator=make_collator(cfg.training.packing, tokenizer.pad_token_id, cfg.data.max_length),
         processing_class=tokenizer,
         callbacks=[ThroughputAndPerplexity(), TensorBoardCallback(writer), LiveProgress(),
                    MarkCheckpointComplete(), stop, *callbacks],
@@ -276,6 +279,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         "tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
         "peak_memory_gb": round(peak_memory_bytes(precision.device) / GB, 2),
         "estimated_peak_memory_gb": round(estimate / GB, 2) if estimate else None,
+        "first_train_loss": train_losses[0] if train_losses else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "best_eval_loss": min(eval_losses) if eval_losses else None,
         "best_checkpoint": state.best_model_checkpoint,
