@@ -34,12 +34,12 @@ def test_7b_on_a_12gb_card_needs_4bit_and_checkpointing():
     assert plan.use_4bit and plan.gradient_checkpointing and plan.batch_size * plan.gradient_accumulation_steps == 16
 
 
-def test_logits_dominate_at_qwen_vocabulary_and_checkpointing_shrinks_activations():
+def test_the_lean_head_is_small_at_qwen_vocabulary_and_checkpointing_shrinks_activations():
     full = estimate_bytes(QWEN2_05B, 4, 1024, 8, 2, gradient_checkpointing=False, use_4bit=False)
     saved = estimate_bytes(QWEN2_05B, 4, 1024, 8, 2, gradient_checkpointing=True, use_4bit=False)
-    assert full["logits"] == 4 * 1024 * 151936 * 10  # bf16 logits + fp32 copy + its gradient
+    naive_logits = 4 * 1024 * 151936 * 10  # bf16 logits + fp32 copy + its gradient
+    assert full["loss_head"] < naive_logits / 10
     assert saved["activations"] < full["activations"] / 10
-    assert saved["logits"] > saved["activations"]
 
 
 def test_presets_adjust_a_config_and_impossible_settings_are_refused():

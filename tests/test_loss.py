@@ -5,6 +5,7 @@ import torch
 
 from qwentune.data.collate import pack_batch, pad_batch
 from qwentune.data.tokenize import IGNORE_INDEX
+from qwentune.packed_attention import attention_for_packing
 from qwentune.loss import LinearCrossEntropySum, LeanLoss, lean_head_supported, shifted_targets
 
 from .conftest import examples_of
@@ -67,9 +68,11 @@ def test_lean_loss_on_packed_rows_equals_naive_loss_on_padded_rows(tiny_model_di
     naive_grads = lora_grads(model)
     model.zero_grad()
 
-    packed = pack_batch(examples, pad_token_id=0, row_tokens=16)
+    packed = pack_batch(examples)
     lean_loss = LeanLoss(causal_lm)
-    total, outputs = lean_loss(model, packed["input_ids"], packed["shift_labels"], position_ids=packed["position_ids"])
+    with attention_for_packing(causal_lm):  # the training path: per-example attention
+        total, outputs = lean_loss(model, packed["input_ids"], packed["shift_labels"],
+                                   position_ids=packed["position_ids"])
     lean = total / labelled
     assert outputs.logits.shape[1] == 1  # the full logits were never computed
     lean.backward()

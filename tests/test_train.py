@@ -207,3 +207,39 @@ def test_both_batch_layouts_train_and_count_real_tokens(tmp_path, tiny_model_dir
     # Every example seen three times; pad tokens (of padded rows or of packed rows' tails) never count.
     assert summary["tokens_seen"] == 3 * sum(len(ids) for ids in splits["train"]["input_ids"])
     assert summary["final_train_loss"] < 0.5 * summary["first_train_loss"]
+
+
+def test_passes_of_a_packed_batch_give_the_same_adapter(tmp_path, tiny_model_dir, monkeypatch):
+    """Running a long packed row in several passes changes memory, not the result."""
+    import qwentune.hardware
+    import qwentune.trainer
+    from safetensors.torch import load_file
+
+    adapters = []
+    for budget in (10**9, 0):  # one pass per micro-batch; passes of at most max_length (64) tokens
+        monkeypatch.setattr(qwentune.hardware, "CPU_TOKENS_PER_PASS", budget)
+        calls = []
+        monkeypatch.setattr(qwentune.trainer, "split_packed", lambda batch, n, split=qwentune.trainer.split_packed:
+                            calls.append(len(split(batch, n))) or split(batch, n))
+        out = tmp_path / f"out-{budget}"
+        cfg = tiny_config(tmp_path, tiny_model_dir, output_dir=out, lora_dropout=0.0, max_length=64,
+                          per_device_train_batch_size=8, gradient_accumulation_steps=1, max_steps=3, val_size=0)
+        train(cfg, log=silent)
+        adapters.append(load_file(out / "adapter_model.safetensors"))
+        assert max(calls) == (1 if budget else 8)  # eight examples of 33-64 tokens: one per pass
+    for name in adapters[0]:
+        torch.testing.assert_close(adapters[1][name], adapters[0][name], rtol=1e-5, atol=1e-6)
+
+
+def test_split_packed_cuts_at_example_boundaries():
+    from qwentune.data.collate import pack_batch
+    from qwentune.trainer import split_packed
+
+    from .conftest import examples_of
+
+    batch = pack_batch(examples_of([5, 4, 9, 3, 2]))
+    pieces = split_packed(batch, 9)
+    assert [p["input_ids"].shape[1] for p in pieces] == [9, 9, 5]  # [5, 4] [9] [3, 2]
+    assert all(p["position_ids"][0, 0] == 0 for p in pieces)
+    assert torch.equal(torch.cat([p["shift_labels"] for p in pieces], dim=1), batch["shift_labels"])
+    assert split_packed(batch, 100) == [batch]

@@ -1,10 +1,10 @@
 """Memory estimates, and batch settings that fit a given card.
 
 The estimate adds up what a LoRA step holds at its peak: the frozen weights, the adapter
-with its gradients and AdamW state, the activations saved for backward, and the logits
-(which for Qwen's 151,936-token vocabulary are often the largest single item: the
-logits, their fp32 copy for the loss, and its gradient). It assumes the worst batch,
-every row padded to max_length. It is a planning figure, printed beside the measured
+with its gradients and AdamW state, the activations saved for backward, and the loss
+head (qwentune's lean head computes logits a chunk at a time and keeps one hidden-size
+gradient per token; the naive full logits would often be the largest single item for
+Qwen's 151,936-token vocabulary). It assumes the worst batch, every row max_length long. It is a planning figure, printed beside the measured
 peak after training, not a promise.
 
 Presets name the seed's cards; `auto` reads the memory of the device at hand. Either way
@@ -17,6 +17,19 @@ batch size stays what the config says.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .loss import chunk_rows_for
+
+# On CPU a packed micro-batch runs in passes of at most this many tokens (or max_length when
+# longer): throughput per token was flat from 256 to 2,048 tokens per pass (SmolLM2, measured),
+# while activation memory grows with every token. GPUs want large passes; their batch size is
+# sized to the card by the planner below instead.
+CPU_TOKENS_PER_PASS = 512
+
+
+def tokens_per_pass(device: str, packing: bool, seq_len: int) -> int | None:
+    """The most tokens one forward/backward pass holds, when training splits batches; else None."""
+    return max(seq_len, CPU_TOKENS_PER_PASS) if device == "cpu" and packing else None
 
 GB = 1e9
 
@@ -73,13 +86,13 @@ class Plan:
 
 
 def estimate_bytes(shape: ModelShape, batch: int, seq_len: int, lora_r: int, bytes_per_value: int,
-                   gradient_checkpointing: bool, use_4bit: bool) -> dict[str, float]:
-    """Peak memory of one training step, by part, in bytes."""
+                   gradient_checkpointing: bool, use_4bit: bool, pass_tokens: int | None = None) -> dict[str, float]:
+    """Peak memory of one training step, by part, in bytes (pass_tokens: see tokens_per_pass)."""
     linear, other = shape.parameters()
     weights = (linear * 0.53 if use_4bit else linear * bytes_per_value) + other * bytes_per_value  # NF4 + scales
     adapter = shape.layers * sum(lora_r * (a + b) for a, b in shape.linear_shapes())
     adapter_and_optimizer = adapter * 16  # fp32 weights, gradients, and AdamW's two moments
-    tokens = batch * seq_len
+    tokens = batch * seq_len if pass_tokens is None else min(batch * seq_len, pass_tokens)
     h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
     # Saved for backward per token and layer: norms, q/k/v/o, MLP in/out and the LoRA dropout inputs.
     per_layer = (14 * h + 2 * kv + 6 * i) * bytes_per_value
@@ -87,10 +100,10 @@ def estimate_bytes(shape: ModelShape, batch: int, seq_len: int, lora_r: int, byt
         activations = tokens * (shape.layers * h * bytes_per_value + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
-    # Logits in the compute dtype, an fp32 copy for the loss, and the gradient of that copy.
-    logits = tokens * shape.vocab * (bytes_per_value + 8)
+    # The lean loss head: one chunk of logits (compute dtype + fp32) and the hidden-state gradient.
+    loss_head = min(tokens, chunk_rows_for(shape.vocab)) * shape.vocab * (bytes_per_value + 4) + tokens * h * bytes_per_value
     return {"weights": weights, "adapter_and_optimizer": adapter_and_optimizer, "activations": activations,
-            "logits": logits}
+            "loss_head": loss_head}
 
 
 def usable_bytes(device_gb: float, device: str) -> float:
@@ -170,7 +183,8 @@ def check_fits(cfg, shape: ModelShape | None, device: str, bytes_per_value: int,
     if shape is None:
         return None
     parts = estimate_bytes(shape, cfg.training.per_device_train_batch_size, seq_len, cfg.lora.lora_r,
-                           bytes_per_value, cfg.training.gradient_checkpointing, cfg.model.use_4bit)
+                           bytes_per_value, cfg.training.gradient_checkpointing, cfg.model.use_4bit,
+                           tokens_per_pass(device, cfg.training.packing, seq_len))
     total = sum(parts.values())
     memory = device_memory_gb(device)
     log(f"memory estimate: {total / GB:.2f} GB of {memory:.1f} GB on {device} ({describe(parts)})")

@@ -22,12 +22,12 @@ class _MaskedScale(torch.autograd.Function):
     def forward(ctx, x, keep, scale: float):
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x * keep * scale
+        return torch.where(keep, x, 0.0).mul_(scale)  # where: no float copy of the mask
 
     @staticmethod
     def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
-        return grad * keep * ctx.scale, None, None
+        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None, None
 
 
 def keep_mask(shape: torch.Size, keep_lanes: int, device) -> torch.Tensor:

@@ -14,6 +14,7 @@ import json
 import platform
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,10 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     from transformers.integrations import TensorBoardCallback
 
     from .data.preprocess import load_or_preprocess
-    from .hardware import GB, ModelShape, check_fits, plan_for
+    from .hardware import GB, ModelShape, check_fits, plan_for, tokens_per_pass
     from .model import apply_lora, choose_precision, count_parameters, load_base_model, resolve_model_source
     from .tokenizer import load_tokenizer
+    from .packed_attention import attention_for_packing
     from .trainer import QwentuneTrainer, make_collator
 
     # Everything a user can get wrong is checked before the model is loaded.
@@ -251,8 +253,9 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         args=training_arguments(cfg, precision, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=make_collator(cfg.training.packing, tokenizer.pad_token_id, cfg.data.max_length),
+        data_collator=make_collator(cfg.training.packing, tokenizer.pad_token_id),
         processing_class=tokenizer,
+        tokens_per_pass=tokens_per_pass(precision.device, cfg.training.packing, cfg.data.max_length),
         callbacks=[ThroughputAndPerplexity(), TensorBoardCallback(writer), LiveProgress(),
                    MarkCheckpointComplete(), stop, *callbacks],
     )
@@ -261,7 +264,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     started = time.perf_counter()
     stop.install()
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        with attention_for_packing(model.get_base_model()) if cfg.training.packing else nullcontext():
+            trainer.train(resume_from_checkpoint=resume)
     finally:
         stop.uninstall()
         writer.close()

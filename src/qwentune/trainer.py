@@ -8,6 +8,7 @@ the lean head follows the same curve as one without it.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -19,15 +20,13 @@ from .loss import LeanLoss, lean_head_supported, shifted_targets
 REAL_TOKENS = "real_tokens"  # batch key: tokens that are not padding, for honest tokens/s
 
 
-def make_collator(packing: bool, pad_token_id: int, max_length: int):
-    if packing:
-        return partial(_packed_with_count, pad_token_id=pad_token_id, row_tokens=max_length)
-    return partial(_padded_with_count, pad_token_id=pad_token_id)
+def make_collator(packing: bool, pad_token_id: int):
+    return _packed_with_count if packing else partial(_padded_with_count, pad_token_id=pad_token_id)
 
 
-def _packed_with_count(examples, pad_token_id: int, row_tokens: int):
-    batch = pack_batch(examples, pad_token_id, row_tokens)
-    batch[REAL_TOKENS] = torch.tensor(sum(len(e["input_ids"]) for e in examples))
+def _packed_with_count(examples):
+    batch = pack_batch(examples)
+    batch[REAL_TOKENS] = torch.tensor(batch["input_ids"].shape[1])
     return batch
 
 
@@ -35,6 +34,27 @@ def _padded_with_count(examples, pad_token_id: int):
     batch = pad_batch(examples, pad_token_id)
     batch[REAL_TOKENS] = batch["attention_mask"].sum()
     return batch
+
+
+def split_packed(batch: dict, tokens_per_pass: int) -> list[dict]:
+    """Cut a packed row at example boundaries into pieces of at most tokens_per_pass tokens.
+
+    An example longer than tokens_per_pass is a piece of its own. Running the pieces one after the
+    other and adding their gradients gives the same gradient as the whole row, with the activation
+    memory of one piece.
+    """
+    length = batch["input_ids"].shape[1]
+    if length <= tokens_per_pass:
+        return [batch]
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [length]
+    cuts, begin = [0], 0
+    for start, following in zip(starts, starts[1:]):
+        if following - begin > tokens_per_pass and start > begin:
+            cuts.append(start)
+            begin = start
+    cuts.append(length)
+    return [{key: (value[:, a:b] if key != REAL_TOKENS else torch.tensor(b - a)) for key, value in batch.items()}
+            for a, b in zip(cuts, cuts[1:])]
 
 
 def unwrap_causal_lm(model):
@@ -50,11 +70,27 @@ class QwentuneTrainer(Trainer):
     # scaled for gradient accumulation.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, lean_head: bool = True, **kwargs) -> None:
+    def __init__(self, *args, lean_head: bool = True, tokens_per_pass: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.tokens_per_pass = tokens_per_pass
         self.model_accepts_loss_kwargs = True
         causal_lm = unwrap_causal_lm(self.model)
         self.lean_loss = LeanLoss(causal_lm) if lean_head and lean_head_supported(causal_lm) else None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """A packed row longer than tokens_per_pass runs as several forward/backward passes."""
+        pieces = split_packed(inputs, self.tokens_per_pass) if self.tokens_per_pass and "position_ids" in inputs else [inputs]
+        if len(pieces) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if num_items_in_batch is None:
+            num_items_in_batch = (inputs["shift_labels"] != -100).sum()
+        total = 0.0
+        for i, piece in enumerate(pieces):
+            # Gradients are synchronized across processes once, after the last piece.
+            last = i == len(pieces) - 1
+            with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+                total = total + super().training_step(model, piece, num_items_in_batch)
+        return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = {k: v for k, v in inputs.items() if k != REAL_TOKENS}
@@ -74,9 +110,9 @@ class QwentuneTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _track_num_input_tokens(self, inputs):
-        # transformers counts tokens that differ from pad_token_id when there is no attention
-        # mask (packed rows); for tokenizers whose pad token is the end-of-turn token that
-        # undercounts, so count what the collator knows to be real.
+        # Without an attention mask (packed rows) transformers counts the tokens that differ from
+        # pad_token_id; for tokenizers whose pad token is the end-of-turn token that undercounts,
+        # so count what the collator knows to be real.
         if REAL_TOKENS not in inputs or self.args.include_num_input_tokens_seen == "no":
             return super()._track_num_input_tokens(inputs)
         tokens = torch.as_tensor(inputs[REAL_TOKENS], device=self.args.device, dtype=torch.int64)

@@ -1,9 +1,9 @@
 """Batch tokenized examples: padding-free packing, or dynamic padding to the longest row.
 
-Packing puts several examples in one row with position ids that restart at 0 for each example
-and no attention mask; transformers 5 then builds a block-diagonal causal mask from the position
-ids, so no example attends to another (tests/test_packing.py checks the logits). Rows hold at most
-`row_tokens` tokens, so attention never spans more than one max_length window.
+Packing puts the examples of a batch in one row with position ids that restart at 0 for each
+example and no attention mask; attention then runs per example (packed_attention.py), or, under
+plain sdpa, over a block-diagonal mask transformers builds from the position ids. Either way no
+example attends to another (tests/test_packing.py checks the logits).
 
 Labels are padded with -100 by position, never by comparing ids with pad_token_id:
 for some tokenizers pad and the end-of-turn token are the same id, and the
@@ -34,40 +34,20 @@ def pad_batch(examples: list[dict[str, Any]], pad_token_id: int, pad_to_multiple
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def pack_batch(examples: list[dict[str, Any]], pad_token_id: int, row_tokens: int) -> dict[str, torch.Tensor]:
-    """Pack `examples` into as few rows of at most `row_tokens` tokens as first-fit decreasing finds.
+def pack_batch(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Concatenate `examples` into one row: no padding at all.
 
-    Returns input_ids, position_ids, labels and shift_labels (the target of each position: the
-    next token's label within the same example, IGNORE_INDEX at each example's last token, so no
-    example learns to predict the start of the next one). The tail of a short row is filled with
-    pad tokens forming their own segment, without labels.
+    Returns input_ids, position_ids (restarting at 0 for each example), labels, and shift_labels:
+    the target of each position, i.e. the next token's label within the same example and
+    IGNORE_INDEX at each example's last token, so no example learns to predict the next one's start.
     """
-    row_tokens = max(row_tokens, max(len(e["input_ids"]) for e in examples))
-    rows: list[list[int]] = []  # example indices per row
-    room: list[int] = []
-    for index in sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"])):
-        n = len(examples[index]["input_ids"])
-        row = next((r for r, free in enumerate(room) if free >= n), None)
-        if row is None:
-            rows.append([])
-            room.append(row_tokens)
-            row = len(rows) - 1
-        rows[row].append(index)
-        room[row] -= n
-    width = row_tokens - min(room)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    shift_labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, members in enumerate(rows):
-        start = 0
-        for index in members:
-            ids, example_labels = examples[index]["input_ids"], examples[index]["labels"]
-            end = start + len(ids)
-            input_ids[r, start:end] = torch.as_tensor(ids)
-            labels[r, start:end] = torch.as_tensor(example_labels)
-            shift_labels[r, start:end - 1] = torch.as_tensor(example_labels[1:])
-            position_ids[r, start:end] = torch.arange(len(ids))
-            start = end
-        position_ids[r, start:] = torch.arange(width - start)
-    return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "shift_labels": shift_labels}
+    input_ids, labels, shift_labels, position_ids = [], [], [], []
+    for example in examples:
+        ids, example_labels = example["input_ids"], example["labels"]
+        input_ids.extend(ids)
+        labels.extend(example_labels)
+        shift_labels.extend(example_labels[1:])
+        shift_labels.append(IGNORE_INDEX)
+        position_ids.extend(range(len(ids)))
+    return {name: torch.tensor([values], dtype=torch.long) for name, values in (
+        ("input_ids", input_ids), ("position_ids", position_ids), ("labels", labels), ("shift_labels", shift_labels))}

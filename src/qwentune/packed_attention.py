@@ -1,0 +1,93 @@
+"""Causal attention per packed example: no padding, no mask, no cross-example work.
+
+A packed micro-batch is one row of concatenated examples whose position ids restart at 0.
+transformers' sdpa path would build a row x row block-diagonal mask and compute attention over
+the whole row (quadratic in the row, and the mask keeps torch off its fast causal kernels and
+makes it copy the grouped key/value heads). Here each example's slice of the row is attended
+on its own with `is_causal=True`, which is what flash-attention's varlen kernels do on GPUs.
+
+Registered under NAME in transformers' AttentionInterface and AttentionMaskInterface. Without a
+padding mask no 4D mask is built at all; with one (padded batches, generation) the mask is
+sdpa's and so is the attention, so a model switched to NAME still answers padded batches right.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+NAME = "qwentune_packed"
+
+
+class _Segments:
+    """Example boundaries of the current position ids, computed once per forward (not per layer)."""
+
+    def __init__(self) -> None:
+        self.position_ids: torch.Tensor | None = None
+        self.bounds: list[list[tuple[int, int]]] = []
+
+    def of(self, position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+        if position_ids is not self.position_ids:
+            self.position_ids = position_ids
+            self.bounds = [_row_bounds(row) for row in position_ids]
+        return self.bounds
+
+
+def _row_bounds(positions: torch.Tensor) -> list[tuple[int, int]]:
+    starts = (positions[1:] != positions[:-1] + 1).nonzero().flatten().add(1).tolist()
+    edges = [0, *starts, positions.shape[0]]
+    return list(zip(edges, edges[1:]))
+
+
+_segments = _Segments()
+
+
+def packed_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                             scaling: float | None = None, **kwargs):
+    """query (batch, heads, tokens, dim), key/value (batch, kv_heads, tokens, dim) -> (batch, tokens, heads, dim)."""
+    position_ids = kwargs.get("position_ids")
+    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    rows = []
+    for row, bounds in enumerate(_segments.of(position_ids.expand(query.shape[0], -1))):
+        q, k, v = query[row:row + 1], key[row:row + 1], value[row:row + 1]
+        rows.append(torch.cat([
+            sdpa_attention_forward(module, q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], None,
+                                   dropout=dropout, scaling=scaling, is_causal=True)[0]
+            for start, end in bounds], dim=1))
+    return torch.cat(rows), None
+
+
+def packed_attention_mask(*args, attention_mask=None, **kwargs):
+    """No mask where there is no padding: causality is per example in packed_attention_forward."""
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+AttentionInterface.register(NAME, packed_attention_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, packed_attention_mask)
+
+
+def supports_packed_attention(config) -> bool:
+    """Full causal attention in every layer (no sliding windows, which per-example slices would ignore)."""
+    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return layer_types == {"full_attention"} and not sliding
+
+
+@contextmanager
+def attention_for_packing(model):
+    """Switch `model` (a transformers model) to packed attention for the duration of the block, where it can."""
+    previous = model.config._attn_implementation
+    if not supports_packed_attention(model.config):
+        yield  # transformers' sdpa builds a block-diagonal mask from the position ids instead
+        return
+    model.set_attn_implementation(NAME)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
