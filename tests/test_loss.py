@@ -5,8 +5,8 @@ import torch
 
 from qwentune.data.collate import pack_batch, pad_batch
 from qwentune.data.tokenize import IGNORE_INDEX
+from qwentune.loss import LeanLoss, LinearCrossEntropySum, lean_head_supported, shifted_targets
 from qwentune.packed_attention import attention_for_packing
-from qwentune.loss import LinearCrossEntropySum, LeanLoss, lean_head_supported, shifted_targets
 
 from .conftest import examples_of
 
