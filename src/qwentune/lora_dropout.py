@@ -3,14 +3,23 @@
 PEFT applies dropout to the input of every LoRA branch (seven per decoder layer). On CPU,
 torch's dropout draws one random number per element from a single-threaded generator and
 was 25-30% of a LoRA training step on SmolLM2 (profiled); the rank-8 matmul it feeds costs
-almost nothing. This dropout keeps the semantics (an independent keep/drop choice per element,
-kept values scaled so the expectation is unchanged, identity in eval mode) but cuts each 64-bit
-random draw into four 16-bit lanes: 4x fewer draws, measured 4x faster than nn.Dropout. The
-keep probability is quantized to 1/65536 (0.1 becomes 0.100006) and the scale uses the
-quantized value, so the output stays unbiased. Only the boolean mask is kept for backward.
+almost nothing. This dropout keeps the per-element semantics (an independent keep/drop
+choice per element, kept values scaled so the expectation is unchanged, identity in eval
+mode) but cuts each 64-bit random draw into four 16-bit lanes: 4x fewer draws, measured 4x
+faster than nn.Dropout. The keep probability is quantized to 1/65536 (0.1 becomes 0.100006)
+and the scale uses the quantized value, so the output stays unbiased. Only the boolean mask
+is kept for backward.
+
+One deliberate difference from PEFT: branches that read the same tensor (q/k/v read the
+attention input, gate/up the MLP input) share one dropped-out copy instead of drawing a mask
+each. Every branch still sees dropout p on its input; the masks of those branches are the
+same. That is 3 masks per layer instead of 7, and 3 saved copies instead of 7: measured +7%
+tokens/s, and less activation memory.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -37,6 +46,24 @@ def keep_mask(shape: torch.Size, keep_lanes: int, device) -> torch.Tensor:
     return (bits.view(torch.int16)[:n] < keep_lanes - (LANES // 2)).view(shape)
 
 
+class _LastDrop:
+    """The last input and its dropped-out version, held weakly (no tensor outlives its step)."""
+
+    def __init__(self) -> None:
+        self.input = self.output = None
+
+    def get(self, x, p):
+        if self.input is not None and self.input() is x and self.p == p and self.output() is not None:
+            return self.output()
+        return None
+
+    def put(self, x, p, out) -> None:
+        self.input, self.p, self.output = weakref.ref(x), p, weakref.ref(out)
+
+
+_last = _LastDrop()
+
+
 class FastDropout(torch.nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -46,8 +73,12 @@ class FastDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = keep_mask(x.shape, self.keep_lanes, x.device)
-        return _MaskedScale.apply(x, keep, LANES / self.keep_lanes)
+        out = _last.get(x, self.p)
+        if out is None:
+            keep = keep_mask(x.shape, self.keep_lanes, x.device)
+            out = _MaskedScale.apply(x, keep, LANES / self.keep_lanes)
+            _last.put(x, self.p, out)
+        return out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
