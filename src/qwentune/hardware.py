@@ -37,6 +37,9 @@ GB = 1e9
 # (the desktop A5000 has 24 GB: use rtx4090 or auto for it).
 PRESETS_GB = {"rtx3060": 12, "rtx4060ti": 16, "rtxa5000": 16, "rtx4080": 16, "rtx4090": 24}
 CUDA_CONTEXT_GB = 0.8  # CUDA context and kernels, held before the first tensor
+# On CPU the measured peak is the process's RSS: Python with torch, transformers and datasets
+# imported held about 0.6 GB before the model was loaded (measured on Linux).
+CPU_RUNTIME_GB = 0.6
 USABLE_FRACTION = 0.85  # allocator fragmentation and spikes eat the rest
 
 
@@ -185,6 +188,8 @@ def check_fits(cfg, shape: ModelShape | None, device: str, bytes_per_value: int,
     parts = estimate_bytes(shape, cfg.training.per_device_train_batch_size, seq_len, cfg.lora.lora_r,
                            bytes_per_value, cfg.training.gradient_checkpointing, cfg.model.use_4bit,
                            tokens_per_pass(device, cfg.training.packing, seq_len))
+    if device == "cpu":
+        parts["python_and_libraries"] = CPU_RUNTIME_GB * GB
     total = sum(parts.values())
     memory = device_memory_gb(device)
     log(f"memory estimate: {total / GB:.2f} GB of {memory:.1f} GB on {device} ({describe(parts)})")
