@@ -82,6 +82,8 @@ def test_lora_invariants_and_standard_outputs(tmp_path, tiny_model_dir):
                                  reference.state_dict().items()):
         assert torch.equal(p, q), name
 
+    decoder = result.model.get_base_model().get_decoder()
+    assert not decoder._forward_hooks  # the lean loss head's hook is gone after training
     generation = GenerationConfig.from_pretrained(out)
     assert 2 in generation.eos_token_id  # <|im_end|> (id 2 in the tiny tokenizer) stops generation
 

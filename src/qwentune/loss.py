@@ -119,3 +119,4 @@ class LeanLoss:
 
     def remove(self) -> None:
         self._hook.remove()
+        self._hidden = None

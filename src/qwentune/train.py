@@ -269,6 +269,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     finally:
         stop.uninstall()
         writer.close()
+        if trainer.lean_loss is not None:
+            trainer.lean_loss.remove()  # the returned model goes on to evaluate and generate without it
     seconds = time.perf_counter() - started
 
     state = trainer.state
