@@ -205,8 +205,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     from .data.preprocess import load_or_preprocess
     from .hardware import GB, ModelShape, check_fits, plan_for, tokens_per_pass
     from .model import apply_lora, choose_precision, count_parameters, load_base_model, resolve_model_source
-    from .tokenizer import load_tokenizer
     from .packed_attention import attention_for_packing
+    from .tokenizer import load_tokenizer
     from .trainer import QwentuneTrainer, make_collator
 
     # Everything a user can get wrong is checked before the model is loaded.

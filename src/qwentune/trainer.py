@@ -53,8 +53,8 @@ def split_packed(batch: dict, tokens_per_pass: int) -> list[dict]:
             cuts.append(start)
             begin = start
     cuts.append(length)
-    return [{key: (value[:, a:b] if key != REAL_TOKENS else torch.tensor(b - a)) for key, value in batch.items()}
-            for a, b in zip(cuts, cuts[1:])]
+    # The token count was taken for the whole batch before the step; pieces carry row slices only.
+    return [{key: value[:, a:b] for key, value in batch.items() if key != REAL_TOKENS} for a, b in zip(cuts, cuts[1:])]
 
 
 def unwrap_causal_lm(model):
