@@ -47,6 +47,8 @@ class LiveProgress(TrainerCallback):
         self.bar: tqdm | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # one bar per job, not one per process
+            return
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
                         dynamic_ncols=True)
 
@@ -75,7 +77,7 @@ class LiveProgress(TrainerCallback):
 class MarkCheckpointComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
+        if state.is_world_process_zero and checkpoint.is_dir():
             (checkpoint / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
 
 

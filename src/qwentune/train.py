@@ -197,8 +197,13 @@ def plot_loss(log_history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _quiet(*args, **kwargs) -> None:
+    """The log of processes other than the main one."""
+
+
 def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks."""
+    from accelerate import PartialState
     from transformers import AutoConfig, PrinterCallback, set_seed
     from transformers.integrations import TensorBoardCallback
 
@@ -213,8 +218,16 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
     tokenizer_name = cfg.model.tokenizer_name or source
     precision = choose_precision(cfg)
+    # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a
+    # no-op. It must say cpu=True on CPU, as the Trainer's own state will, or several CPU processes
+    # would each train alone. Only the main process prints and writes files.
+    process = PartialState(cpu=precision.device == "cpu")
+    main = process.is_main_process
+    if not main:
+        log = _quiet
     tokenizer = load_tokenizer(tokenizer_name, cfg.model.trust_remote_code)
-    splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
+    with process.main_process_first():  # the main process tokenizes and caches; the others load its cache
+        splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
     train_set = splits["train"].select_columns(["input_ids", "labels"])
     eval_set = splits["validation"].select_columns(["input_ids", "labels"]) if "validation" in splits else None
 
@@ -239,14 +252,16 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         + (", 4-bit NF4 base" if cfg.model.use_4bit else ""))
     log(f"data: {len(train_set)} training examples"
         + (f", {len(eval_set)} validation" if eval_set is not None else "")
-        + f"; {cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps}"
+        + f"; {cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps * process.num_processes}"
         f" examples per optimizer step")
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / RUN_CONFIG)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=cfg.training.logging_dir)
+    writer = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / RUN_CONFIG)
+        writer = SummaryWriter(log_dir=cfg.training.logging_dir)
     stop = GracefulStop()
     trainer = QwentuneTrainer(
         model=model,
@@ -256,7 +271,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         data_collator=make_collator(cfg.training.packing, tokenizer.pad_token_id),
         processing_class=tokenizer,
         tokens_per_pass=tokens_per_pass(precision.device, cfg.training.packing, cfg.data.max_length),
-        callbacks=[ThroughputAndPerplexity(), TensorBoardCallback(writer), LiveProgress(),
+        callbacks=[ThroughputAndPerplexity(), *([TensorBoardCallback(writer)] if writer else []), LiveProgress(),
                    MarkCheckpointComplete(), stop, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
@@ -268,7 +283,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
             trainer.train(resume_from_checkpoint=resume)
     finally:
         stop.uninstall()
-        writer.close()
+        if writer is not None:
+            writer.close()
         if trainer.lean_loss is not None:
             trainer.lean_loss.remove()  # the returned model goes on to evaluate and generate without it
     seconds = time.perf_counter() - started
@@ -296,6 +312,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
                  "source": data_stats["settings"].get("source")},
         "versions": versions(),
     }
+    if not main:
+        return TrainResult(out, stop.received, summary, trainer.model)
     plot_loss(state.log_history, out / "loss_curve.png")
     if stop.received:
         log(f"stopped at step {state.global_step}; checkpoint saved in {out}. Run the same command to resume.")

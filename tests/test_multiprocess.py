@@ -1,0 +1,42 @@
+"""Two training processes on CPU (torchrun, gloo): the same adapter as one process with the same global batch."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from qwentune.train import train
+
+from .test_train import qa_file, silent, tiny_config, tiny_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    common = {"lora_dropout": 0.0, "gradient_accumulation_steps": 1, "max_steps": 4, "val_size": 0,
+              "save_steps": 2, "dataset_name": qa_file(tmp_path)}
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    options = tiny_options(two, tiny_model_dir, per_device_train_batch_size=2, **common)
+    args = [f"--{key}={value}" for key, value in options.items()]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "scripts/train.py", "--config", "config/training_config.yaml", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # One process printed and wrote: one summary, one preprocessing, a global batch of 2 x 2.
+    assert done.stdout.count("done in") == 1 and done.stdout.count("wrote ") == 1, done.stdout
+    assert "4 examples per optimizer step" in done.stdout
+    checkpoint = two / "out" / "checkpoint-2"
+    assert {"rng_state_0.pth", "rng_state_1.pth", "qwentune_complete"} <= {p.name for p in checkpoint.iterdir()}
+
+    train(tiny_config(one, tiny_model_dir, per_device_train_batch_size=4, **common), log=silent)
+
+    expected = load_file(one / "out" / "adapter_model.safetensors")
+    got = load_file(two / "out" / "adapter_model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
