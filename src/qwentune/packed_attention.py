@@ -53,8 +53,10 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
     if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    rows = []
-    for row, bounds in enumerate(_segments.of(position_ids.expand(query.shape[0], -1))):
+    rows, per_row = [], _segments.of(position_ids)  # the same tensor in every layer: computed once
+    if len(per_row) != query.shape[0]:  # position ids shared by the whole batch
+        per_row = per_row * query.shape[0]
+    for row, bounds in enumerate(per_row):
         q, k, v = query[row:row + 1], key[row:row + 1], value[row:row + 1]
         rows.append(torch.cat([
             sdpa_attention_forward(module, q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], None,
