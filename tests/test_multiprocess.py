@@ -40,3 +40,54 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+DRIVER = """
+import os, signal, sys
+from transformers import TrainerCallback
+from qwentune.config import load_config, parse_override_args
+from qwentune.train import train
+
+class SignalRankOne(TrainerCallback):  # only one process gets the signal: all must stop together
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 5 and os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+result = train(load_config(sys.argv[1], parse_override_args(sys.argv[2:])), callbacks=(SignalRankOne(),))
+sys.exit(128 + result.interrupted_by if result.interrupted_by else 0)
+"""
+
+
+def torchrun(script, *args):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_two_processes_resume_after_a_signal_to_one_of_them(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    from qwentune.callbacks import COMPLETE_MARKER
+
+    settings = {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                "save_steps": 4, "eval_steps": 4, "lora_dropout": 0.1}  # 28 examples / 4 a step: 14 steps
+    adapters = []
+    for name in ("reference", "interrupted"):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        args = ["--config", "config/training_config.yaml",
+                *(f"--{k}={v}" for k, v in tiny_options(run_dir, tiny_model_dir, **settings).items())]
+        if name == "interrupted":
+            driver = run_dir / "driver.py"
+            driver.write_text(DRIVER)
+            first = torchrun(driver, *args[1:])
+            assert first.returncode != 0 and "SIGTERM received" in first.stdout + first.stderr
+            # Both processes finished step 6 and saved it; nothing final was written.
+            assert (run_dir / "out" / "checkpoint-6" / COMPLETE_MARKER).is_file(), first.stderr[-3000:]
+            assert not (run_dir / "out" / "adapter_model.safetensors").exists()
+        done = torchrun("scripts/train.py", *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert ("resuming from" in done.stdout and "checkpoint-6" in done.stdout) == (name == "interrupted")
+        adapters.append(load_file(run_dir / "out" / "adapter_model.safetensors"))
+    reference, resumed = adapters
+    for key in reference:
+        assert (resumed[key] - reference[key]).abs().max().item() <= 1e-6, key

@@ -106,7 +106,20 @@ class GracefulStop(TrainerCallback):
         tqdm.write(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step, then stopping")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
+        if self._any_process_received(args.device):
+            self.received = self.received or signal.SIGTERM
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def _any_process_received(self, device) -> bool:
+        """Whether any training process got the signal: they must all stop after the same step,
+        or the ones still training would wait forever for the others in the next all-reduce."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.received is not None
+        flag = torch.tensor([0 if self.received is None else 1], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())

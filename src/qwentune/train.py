@@ -275,7 +275,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
                    MarkCheckpointComplete(), stop, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
-    resume = resolve_resume(cfg, log)
+    with process.main_process_first():  # the main process removes half-written checkpoints first
+        resume = resolve_resume(cfg, log)
     started = time.perf_counter()
     stop.install()
     try:
