@@ -48,19 +48,22 @@ from transformers import TrainerCallback
 from qwentune.config import load_config, parse_override_args
 from qwentune.train import train
 
-class SignalRankOne(TrainerCallback):  # only one process gets the signal: all must stop together
+class SignalRankOne(TrainerCallback):  # only one process gets the signal
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 5 and os.environ["RANK"] == "1":
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, os.environ["QWENTUNE_TEST_SIGNAL"]))
 
 result = train(load_config(sys.argv[1], parse_override_args(sys.argv[2:])), callbacks=(SignalRankOne(),))
 sys.exit(128 + result.interrupted_by if result.interrupted_by else 0)
 """
 
 
-def torchrun(script, *args):
+def torchrun(script, *args, signal_name="SIGTERM"):
+    import os
+
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           str(script), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "QWENTUNE_TEST_SIGNAL": signal_name})
 
 
 def test_two_processes_resume_after_a_signal_to_one_of_them(tmp_path, tiny_model_dir):
@@ -91,3 +94,21 @@ def test_two_processes_resume_after_a_signal_to_one_of_them(tmp_path, tiny_model
     reference, resumed = adapters
     for key in reference:
         assert (resumed[key] - reference[key]).abs().max().item() <= 1e-6, key
+
+
+def test_a_killed_process_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, tiny_model_dir):
+    """SIGKILL to one of two processes: the launcher stops the other (no hang); resume continues."""
+    from qwentune.callbacks import COMPLETE_MARKER
+
+    settings = {"num_train_epochs": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                "save_steps": 4, "eval_steps": 4}
+    args = [f"--{k}={v}" for k, v in tiny_options(tmp_path, tiny_model_dir, **settings).items()]
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    killed = torchrun(driver, "config/training_config.yaml", *args, signal_name="SIGKILL")
+    assert killed.returncode != 0 and "SIGKILL" in killed.stderr  # torchrun names the signal that ended rank 1
+    assert (tmp_path / "out" / "checkpoint-4" / COMPLETE_MARKER).is_file()
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+    done = torchrun("scripts/train.py", "--config", "config/training_config.yaml", *args)
+    assert done.returncode == 0 and "resuming from" in done.stdout, done.stderr[-3000:]
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
