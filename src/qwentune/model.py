@@ -9,6 +9,7 @@ so it is used there only when asked for explicitly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import torch
 
 from .config import Config
 from .errors import UserError
-from .lora_dropout import use_fast_lora_dropout
 from .hub import is_local_reference, require_hub
+from .lora_dropout import use_fast_lora_dropout
 
 LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (offline)."
 
@@ -124,6 +125,9 @@ def load_base_model(cfg: Config, precision: Precision):
 
     source = resolve_model_source(cfg.model.model_name_or_path)
     quant = quantization_config(cfg, precision)
+    device = precision.device
+    if device == "cuda":  # one card per process under torchrun / accelerate launch
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
@@ -131,14 +135,14 @@ def load_base_model(cfg: Config, precision: Precision):
             quantization_config=quant,
             trust_remote_code=cfg.model.trust_remote_code,
             attn_implementation="sdpa",
-            device_map={"": precision.device} if quant is not None else None,
+            device_map={"": device} if quant is not None else None,
         )
     except UserError:
         raise
     except Exception as exc:
         raise UserError(f"cannot load model '{source}' ({str(exc).splitlines()[0]}); check --model_name_or_path.") from None
     if quant is None:
-        model.to(precision.device)
+        model.to(device)
     model.config.use_cache = False  # no KV cache while training (and padding-free packing needs it off)
     return model
 
