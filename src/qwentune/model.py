@@ -20,7 +20,7 @@ from .errors import UserError
 from .hub import is_local_reference, require_hub
 from .lora_dropout import use_fast_lora_dropout
 
-LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (offline)."
+LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (no model hub needed)."
 
 
 @dataclass(frozen=True)
