@@ -21,18 +21,13 @@ REAL_TOKENS = "real_tokens"  # batch key: tokens that are not padding, for hones
 
 
 def make_collator(packing: bool, pad_token_id: int):
-    return _packed_with_count if packing else partial(_padded_with_count, pad_token_id=pad_token_id)
+    # Padded batches carry an attention mask, from which the Trainer counts real tokens itself.
+    return _packed_with_count if packing else partial(pad_batch, pad_token_id=pad_token_id)
 
 
 def _packed_with_count(examples):
     batch = pack_batch(examples)
     batch[REAL_TOKENS] = torch.tensor(batch["input_ids"].shape[1])
-    return batch
-
-
-def _padded_with_count(examples, pad_token_id: int):
-    batch = pad_batch(examples, pad_token_id)
-    batch[REAL_TOKENS] = batch["attention_mask"].sum()
     return batch
 
 
