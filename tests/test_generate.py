@@ -10,7 +10,7 @@ import torch
 
 from qwentune.config import GenerationConfig, load_config
 from qwentune.errors import UserError
-from qwentune.generate import find_adapter, generate_batch, load_for_inference, merge_adapter, stream
+from qwentune.generate import find_adapter, generate_batch, load_for_inference, merge_adapter, prompt_length, stream
 from qwentune.train import train
 
 from .conftest import build_tiny_qwen2, build_tiny_tokenizer
@@ -39,6 +39,26 @@ def test_finetuned_model_answers_and_stops_by_itself(trained, tiny_model_dir):
     answers = generate_batch(loaded, questions(), GREEDY)
     assert [a.text for a in answers] == [a for _, a in QA]
     assert all(a.stopped and a.new_tokens < 40 for a in answers)  # ended at <|im_end|>, not at max_new_tokens
+
+
+def test_answer_all_batches_prompts_of_similar_length_and_keeps_their_order(trained, tiny_model_dir, monkeypatch):
+    import qwentune.generate
+    from qwentune.evaluate import answer_all
+
+    loaded = load_for_inference(str(tiny_model_dir), str(trained / "out"), dtype=torch.float32, log=silent)
+    prompts = questions() + [[{"role": "user", "content": "A much longer question, " * 6 + "isn't it?"}]]
+    batches = []
+    real = qwentune.generate.generate_batch
+
+    def recording(loaded_, conversations, *args):
+        batches.append([prompt_length(loaded_.tokenizer, c) for c in conversations])
+        return real(loaded_, conversations, *args)
+
+    monkeypatch.setattr(qwentune.generate, "generate_batch", recording)
+    answers = answer_all(loaded, prompts, GREEDY, batch_size=2)
+    lengths = [length for batch in batches for length in batch]
+    assert lengths == sorted(lengths, reverse=True) and len(batches) == (len(prompts) + 1) // 2
+    assert [a.text for a in answers[:-1]] == [a for _, a in QA]  # back in the caller's order
 
 
 def test_adapter_off_is_the_base_model_alone(trained, tiny_model_dir):

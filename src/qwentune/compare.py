@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from .config import GenerationConfig
 from .errors import UserError
-from .generate import LoadedModel, generate_batch, load_for_inference
+from .evaluate import answer_all
+from .generate import LoadedModel, load_for_inference
 
 SIDES = ("base", "finetuned")
 
@@ -123,7 +122,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "by_category": {c: block([r for r in results if r["category"] == c]) for c in categories}}
 
 
-def compare_batch(pair: Pair, questions: list[Question], settings: GenerationConfig, batch_size: int = 16,
+def compare_batch(pair: Pair, questions: list[Question], settings: GenerationConfig, batch_size: int = 32,
                   seed: int = 42, system: str | None = None) -> dict[str, Any]:
     """Answer every question on both sides (batched), score against references, summarize."""
     answers: dict[str, list] = {}

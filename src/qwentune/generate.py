@@ -145,6 +145,10 @@ def prompt_text(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def prompt_length(tokenizer, messages: list[dict[str, str]]) -> int:
+    return len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 @torch.no_grad()
 def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]], settings: GenerationConfig,
                    adapter: bool = True, seed: int = 42) -> list[Answer]:
