@@ -2,13 +2,14 @@
 
     python benchmarks/compare_speed.py                       # embedded SmolLM2-135M-Instruct, test_questions.json
     python benchmarks/compare_speed.py --base-model ./models/Qwen2-0.5B --max-new-tokens 128
+    python benchmarks/compare_speed.py --batch-size 8 16 32     # qwentune at several batch sizes, one naive run
 
 naive:    the way a comparison script is usually written: load the base model, load a second
           copy of it and attach the adapter, then answer each question one at a time on each
           model with plain `from_pretrained` defaults.
 qwentune: `compare_batch`: one copy of the base weights (adapter switched off for the base
           side), batched generation, the precision qwentune picks for the device.
-Each mode runs in its own process, so its peak RSS (CPU) or peak allocated memory (CUDA) is its own.
+Each mode runs in its own process, so its peak memory is its own: allocated (CUDA), or PSS and RSS (CPU).
 The adapter is a LoRA (r 8, every linear layer) with random weights, so both sides do real work.
 """
 
@@ -24,8 +25,38 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-NAIVE = r"""
-import json, resource, sys, time, torch
+# Peak memory. CUDA: peak allocated. CPU: both peak RSS and peak PSS, because they disagree here:
+# from_pretrained maps a safetensors file whose dtype already fits, so two models loaded from one
+# file share the same physical pages, which RSS counts twice and PSS once. PSS is sampled every
+# 0.2 s: reading smaps_rollup takes ~4-10 ms here and would slow a 2-core machine if done more often.
+MEMORY = r"""
+import resource, threading, time, torch
+
+class PeakMemory:
+    def __init__(self):
+        self.pss = 0
+        self.running = torch.cuda.is_available() is False
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while self.running:
+            with open("/proc/self/smaps_rollup") as f:
+                kb = next(int(l.split()[1]) for l in f if l.startswith("Pss:"))
+            self.pss = max(self.pss, kb * 1024)
+            time.sleep(0.2)
+
+    def report(self):
+        self.running = False
+        self.thread.join()
+        if torch.cuda.is_available():
+            return {"peak_bytes": torch.cuda.max_memory_allocated()}
+        return {"peak_bytes": self.pss, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+"""
+
+NAIVE = MEMORY + r"""
+import json, sys
+memory = PeakMemory()
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 base_dir, adapter_dir, questions_file, max_new = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -44,23 +75,23 @@ for model in (base, tuned):
             out = model.generate(**ids, max_new_tokens=max_new, do_sample=False, eos_token_id=stops,
                                  pad_token_id=tokenizer.pad_token_id)
         tokens += out.shape[1] - ids["input_ids"].shape[1]
-peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": time.perf_counter() - start, "peak_bytes": peak, "new_tokens": tokens}))
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "new_tokens": tokens, "dtype": str(base.dtype)} | memory.report()))
 """
 
-OURS = r"""
-import json, resource, sys, time, torch
+OURS = MEMORY + r"""
+import json, sys
+memory = PeakMemory()
 from qwentune.compare import compare_batch, load_pair, load_questions
 from qwentune.config import GenerationConfig
-base_dir, adapter_dir, questions_file, max_new = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+base_dir, adapter_dir, questions_file, max_new, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 start = time.perf_counter()
 pair = load_pair(base_dir, adapter_dir, log=lambda *a: None)
 settings = GenerationConfig(max_new_tokens=max_new, do_sample=False, repetition_penalty=1.0)
-report = compare_batch(pair, load_questions(questions_file), settings, batch_size=16)
+report = compare_batch(pair, load_questions(questions_file), settings, batch_size=batch)
+seconds = time.perf_counter() - start
 tokens = sum(report["timing"][side]["new_tokens"] for side in ("base", "finetuned"))
-peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": time.perf_counter() - start, "peak_bytes": peak, "new_tokens": tokens,
-                  "dtype": report["models"]["dtype"]}))
+print(json.dumps({"seconds": seconds, "new_tokens": tokens, "dtype": report["models"]["dtype"]} | memory.report()))
 """
 
 
@@ -87,6 +118,8 @@ def main() -> None:
     parser.add_argument("--base-model", help="a local model directory (default: the embedded SmolLM2, converted)")
     parser.add_argument("--questions-file", default=str(REPO / "test_questions.json"))
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[32],
+                        help="qwentune's questions per generate call; several values run one after another")
     args = parser.parse_args()
 
     base = args.base_model
@@ -94,22 +127,33 @@ def main() -> None:
         from qwentune.gguf_convert import converted_model_dir, embedded_demo_gguf
 
         base = str(converted_model_dir(embedded_demo_gguf()))
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
         random_adapter(base, adapter)
         arguments = (base, str(adapter), args.questions_file, str(args.max_new_tokens))
-        naive = run(NAIVE, *arguments)
-        ours = run(OURS, *arguments)
+        runs["naive"] = run(NAIVE, *arguments)
+        for batch in args.batch_size:
+            runs[f"qwentune, batch {batch}"] = run(OURS, *arguments, str(batch))
 
     questions = len(json.loads(Path(args.questions_file).read_text(encoding="utf-8")))
+    cpu = "peak_rss_bytes" in runs["naive"]
     print(f"model {base}; {questions} questions x 2 sides, up to {args.max_new_tokens} new tokens, greedy")
-    print(f"{'mode':<10}{'seconds':>10}{'new tokens':>12}{'tokens/s':>10}{'peak memory':>14}")
-    for name, r in (("naive", naive), ("qwentune", ours)):
-        print(f"{name:<10}{r['seconds']:>10.1f}{r['new_tokens']:>12}{r['new_tokens'] / r['seconds']:>10.1f}"
-              f"{r['peak_bytes'] / 1e9:>11.2f} GB")
-    print(f"\nqwentune is {naive['seconds'] / ours['seconds']:.1f}x faster at "
-          f"{100 * ours['peak_bytes'] / naive['peak_bytes']:.0f}% of the naive peak memory "
-          f"(qwentune ran in {ours['dtype']}; naive in from_pretrained's default)")
+    print(f"{'mode':<22}{'dtype':>9}{'seconds':>9}{'new tokens':>12}{'tokens/s':>10}"
+          f"{'peak PSS' if cpu else 'peak allocated':>16}" + (f"{'peak RSS':>11}" if cpu else ""))
+    for name, r in runs.items():
+        print(f"{name:<22}{r['dtype'].replace('torch.', ''):>9}{r['seconds']:>9.1f}{r['new_tokens']:>12}"
+              f"{r['new_tokens'] / r['seconds']:>10.1f}{r['peak_bytes'] / 1e9:>13.2f} GB"
+              + (f"{r['peak_rss_bytes'] / 1e9:>8.2f} GB" if cpu else ""))
+    naive = runs.pop("naive")
+    print()
+    for name, r in runs.items():
+        line = (f"{name}: {naive['seconds'] / r['seconds']:.1f}x faster, "
+                f"{100 * r['peak_bytes'] / naive['peak_bytes']:.0f}% of the naive peak "
+                + ("physical memory (PSS)" if cpu else "allocated memory"))
+        if cpu:
+            line += f", {100 * r['peak_rss_bytes'] / naive['peak_rss_bytes']:.0f}% of its peak RSS"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactive", action="store_true", help="ask questions in the terminal")
     p.add_argument("--questions-file", help="JSON list of questions (see docs/model_comparison_guide.md)")
     p.add_argument("--output", default="comparison_results.json", help="results JSON; .html and .md go beside it")
-    p.add_argument("--batch-size", type=int, default=16, help="questions per generate call (default 16)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="questions per generate call (default 32; lower it if memory runs short)")
     p.add_argument("--system", help="a system prompt for every question that has none")
     p.add_argument("--config", help="a YAML config whose generation section is used")
     p.set_defaults(func=cmd_compare)

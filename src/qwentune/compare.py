@@ -131,9 +131,7 @@ def compare_batch(pair: Pair, questions: list[Question], settings: GenerationCon
     for side in SIDES:
         model, adapter = pair.model_and_switch(side)
         started = time.perf_counter()
-        answers[side] = []
-        for start in tqdm(range(0, len(conversations), batch_size), desc=f"{side} answers", unit="batch"):
-            answers[side] += generate_batch(model, conversations[start:start + batch_size], settings, adapter, seed)
+        answers[side] = answer_all(model, conversations, settings, batch_size, adapter, seed, desc=f"{side} answers")
         timing[side] = time.perf_counter() - started
 
     results = []
