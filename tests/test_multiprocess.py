@@ -1,9 +1,10 @@
-"""Two training processes on CPU (torchrun, gloo): the same adapter as one process with the same global batch."""
+"""Two training processes on CPU (torchrun or accelerate launch, gloo): the same adapter as one process with the same global batch."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from qwentune.train import train
@@ -13,7 +14,16 @@ from .test_train import qa_file, silent, tiny_config, tiny_options
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model_dir):
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # The shipped DDP config; accelerate's own launcher starts the processes through torchrun.
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "config/accelerate/ddp.yaml",
+                   "--num_processes", "2"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model_dir, launcher):
     from safetensors.torch import load_file
 
     common = {"lora_dropout": 0.0, "gradient_accumulation_steps": 1, "max_steps": 4, "val_size": 0,
@@ -23,8 +33,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model
     one.mkdir()
     options = tiny_options(two, tiny_model_dir, per_device_train_batch_size=2, **common)
     args = [f"--{key}={value}" for key, value in options.items()]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "scripts/train.py", "--config", "config/training_config.yaml", *args],
+    done = subprocess.run([*LAUNCHERS[launcher], "scripts/train.py", "--config", "config/training_config.yaml", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     # One process printed and wrote: one summary, one preprocessing, a global batch of 2 x 2.
