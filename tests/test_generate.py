@@ -10,7 +10,8 @@ import torch
 
 from qwentune.config import GenerationConfig, load_config
 from qwentune.errors import UserError
-from qwentune.generate import find_adapter, generate_batch, load_for_inference, merge_adapter, prompt_length, stream
+from qwentune.generate import (find_adapter, generate_batch, load_for_inference, merge_adapter, prompt_length,
+                               reply_text, stream)
 from qwentune.train import train
 
 from .conftest import build_tiny_qwen2, build_tiny_tokenizer
@@ -59,6 +60,14 @@ def test_answer_all_batches_prompts_of_similar_length_and_keeps_their_order(trai
     lengths = [length for batch in batches for length in batch]
     assert lengths == sorted(lengths, reverse=True) and len(batches) == (len(prompts) + 1) // 2
     assert [a.text for a in answers[:-1]] == [a for _, a in QA]  # back in the caller's order
+
+
+def test_a_reply_cut_inside_a_character_drops_the_half_character(tiny_tokenizer):
+    ids = tiny_tokenizer("答案是好", add_special_tokens=False)["input_ids"]
+    cut = next(n for n in range(len(ids), 0, -1) if tiny_tokenizer.decode(ids[:n]).endswith("\ufffd"))
+    assert reply_text(tiny_tokenizer, ids[:cut], stopped=False) == tiny_tokenizer.decode(ids[:cut]).rstrip("\ufffd")
+    assert "\ufffd" not in reply_text(tiny_tokenizer, ids[:cut], stopped=False)
+    assert reply_text(tiny_tokenizer, ids, stopped=True) == "答案是好"
 
 
 def test_adapter_off_is_the_base_model_alone(trained, tiny_model_dir):

@@ -149,6 +149,13 @@ def prompt_length(tokenizer, messages: list[dict[str, str]]) -> int:
     return len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
 
 
+def reply_text(tokenizer, ids: list[int], stopped: bool) -> str:
+    """The reply's text. A reply cut at max_new_tokens can end inside a multi-byte character (Qwen's
+    tokens are bytes), which decodes to U+FFFD; that half character is dropped."""
+    text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return text if stopped else text.rstrip("\ufffd").rstrip()
+
+
 @torch.no_grad()
 def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]], settings: GenerationConfig,
                    adapter: bool = True, seed: int = 42) -> list[Answer]:
@@ -168,7 +175,7 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]
     for row in new.tolist():
         end = next((i for i, token in enumerate(row) if token in stops), None)
         kept = row[:end] if end is not None else row
-        answers.append(Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept),
+        answers.append(Answer(reply_text(tokenizer, kept, stopped=end is not None), len(kept),
                               seconds / len(conversations), end is not None))
     return answers
 
