@@ -35,22 +35,25 @@ import resource, threading, time, torch
 class PeakMemory:
     def __init__(self):
         self.pss = 0
-        self.running = torch.cuda.is_available() is False
+        self.running = not torch.cuda.is_available()  # on CUDA the allocator keeps its own peak
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
 
+    def _read_pss(self):
+        with open("/proc/self/smaps_rollup") as f:
+            self.pss = max(self.pss, 1024 * next(int(l.split()[1]) for l in f if l.startswith("Pss:")))
+
     def _sample(self):
         while self.running:
-            with open("/proc/self/smaps_rollup") as f:
-                kb = next(int(l.split()[1]) for l in f if l.startswith("Pss:"))
-            self.pss = max(self.pss, kb * 1024)
+            self._read_pss()
             time.sleep(0.2)
 
     def report(self):
-        self.running = False
-        self.thread.join()
         if torch.cuda.is_available():
             return {"peak_bytes": torch.cuda.max_memory_allocated()}
+        self.running = False
+        self.thread.join()
+        self._read_pss()  # the end state, which the last 0.2 s gap may have missed
         return {"peak_bytes": self.pss, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 """
 
