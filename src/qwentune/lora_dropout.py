@@ -5,15 +5,16 @@ torch's dropout draws one random number per element from a single-threaded gener
 was 25-30% of a LoRA training step on SmolLM2 (profiled); the rank-8 matmul it feeds costs
 almost nothing. This dropout keeps the per-element semantics (an independent keep/drop
 choice per element, kept values scaled so the expectation is unchanged, identity in eval
-mode) but cuts each 64-bit random draw into four 16-bit lanes: 4x fewer draws, measured 4x
-faster than nn.Dropout. The keep probability is quantized to 1/65536 (0.1 becomes 0.100006)
-and the scale uses the quantized value, so the output stays unbiased. Only the boolean mask
-is kept for backward.
+mode) but cuts each 64-bit random draw into four 16-bit lanes: 4x fewer draws. The keep
+probability is quantized to 1/65536 (0.1 becomes 0.100006) and the scale uses the quantized
+value, so the output stays unbiased. The mask is applied as a float tensor made by comparing
+the lanes straight into it: applying a bool mask (torch.where) was 5-10x slower on CPU. Only
+the 16-bit lanes are kept for backward (2 bytes per element), which remakes the mask from them.
 
 One deliberate difference from PEFT: branches that read the same tensor (q/k/v read the
 attention input, gate/up the MLP input) share one dropped-out copy instead of drawing a mask
 each. Every branch still sees dropout p on its input; the masks of those branches are the
-same. That is 3 masks per layer instead of 7, and 3 saved copies instead of 7: measured +7%
+same. That is 4 masks per layer instead of 7, and 4 saved copies instead of 7: measured +7%
 tokens/s, and less activation memory.
 """
 
@@ -26,24 +27,37 @@ import torch
 LANES = 1 << 16
 
 
-class _MaskedScale(torch.autograd.Function):
+class _ScaledMask(torch.autograd.Function):
+    """x * mask * scale, where mask = (bits < threshold); only the 16-bit random draws are kept for backward."""
+
     @staticmethod
-    def forward(ctx, x, keep, scale: float):
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.where(keep, x, 0.0).mul_(scale)  # where: no float copy of the mask
+    def forward(ctx, x, bits, threshold: int, scale: float):
+        ctx.save_for_backward(bits)
+        ctx.threshold, ctx.scale = threshold, scale
+        return x * float_mask(bits, threshold, scale, x)
 
     @staticmethod
     def backward(ctx, grad):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None, None
+        (bits,) = ctx.saved_tensors
+        return grad * float_mask(bits, ctx.threshold, ctx.scale, grad), None, None, None
 
 
-def keep_mask(shape: torch.Size, keep_lanes: int, device) -> torch.Tensor:
-    """Boolean mask, each element True with probability keep_lanes / 65536."""
+def random_lanes(shape: torch.Size, device) -> torch.Tensor:
+    """Uniform int16 values of the given shape, four per 64-bit draw."""
     n = shape.numel()
-    bits = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    return (bits.view(torch.int16)[:n] < keep_lanes - (LANES // 2)).view(shape)
+    # from=INT64_MIN, to=None is torch's full-range path: no modulo per draw (1.7x faster than randint).
+    draws = torch.empty(((n + 3) // 4,), dtype=torch.int64, device=device).random_(-(1 << 63), None)
+    return draws.view(torch.int16)[:n].view(shape)
+
+
+def float_mask(bits: torch.Tensor, threshold: int, scale: float, like: torch.Tensor) -> torch.Tensor:
+    """scale where bits < threshold, else 0, in like's dtype.
+
+    Comparing straight into a float tensor is one vectorized pass; a bool mask (torch.where, or
+    a bool to float conversion) measured 5-10x slower on CPU.
+    """
+    mask = torch.empty(bits.shape, dtype=like.dtype, device=like.device)
+    return torch.lt(bits, threshold, out=mask).mul_(scale)
 
 
 class _LastDrop:
@@ -75,8 +89,8 @@ class FastDropout(torch.nn.Module):
             return x
         out = _last.get(x, self.p)
         if out is None:
-            keep = keep_mask(x.shape, self.keep_lanes, x.device)
-            out = _MaskedScale.apply(x, keep, LANES / self.keep_lanes)
+            bits = random_lanes(x.shape, x.device)
+            out = _ScaledMask.apply(x, bits, self.keep_lanes - LANES // 2, LANES / self.keep_lanes)
             _last.put(x, self.p, out)
         return out
 

@@ -18,6 +18,8 @@ import torch
 from .config import Config
 from .errors import UserError
 from .hub import is_local_reference, require_hub
+from .fused_lora import use_fused_lora
+from .fused_norm import use_fused_rms_norm
 from .lora_dropout import use_fast_lora_dropout
 
 LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (no model hub needed)."
@@ -186,7 +188,11 @@ def apply_lora(model, cfg: Config):
     )
     model = get_peft_model(model, peft_config)
     if next(model.parameters()).device.type == "cpu":
+        # Elementwise work is a large share of a CPU step (measured; see benchmarks/README.md).
+        # These keep PEFT's results and parameters; they are measured on CPU only.
         use_fast_lora_dropout(model)  # torch's CPU dropout was a quarter of the step time
+        use_fused_lora(model)
+        use_fused_rms_norm(model)
     return model
 
 

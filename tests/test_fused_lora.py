@@ -1,0 +1,63 @@
+"""The fused LoRA layer: PEFT's outputs and gradients, PEFT's own forward wherever it does not apply."""
+
+import pytest
+import torch
+
+from qwentune.fused_lora import use_fused_lora
+from qwentune.lora_dropout import use_fast_lora_dropout
+
+
+def lora_model(model_dir, dropout: float):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout))
+    with torch.no_grad():  # B starts at zero; give the branch something to contribute
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    use_fast_lora_dropout(model)
+    return model
+
+
+def loss_and_grads(model, ids, seed: int):
+    model.zero_grad()
+    torch.manual_seed(seed)  # the same dropout masks, drawn in the same order, on both paths
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_same_loss_and_gradients_as_peft(tiny_model_dir, dropout):
+    ids = torch.randint(5, 200, (2, 24), generator=torch.Generator().manual_seed(3))
+    peft_model = lora_model(tiny_model_dir, dropout)
+    expected_loss, expected = loss_and_grads(peft_model, ids, seed=7)
+    fused = lora_model(tiny_model_dir, dropout)
+    assert use_fused_lora(fused) == 2 * 7
+    seen = []
+    q_proj = fused.get_base_model().model.layers[0].self_attn.q_proj
+    q_proj.register_forward_hook(lambda module, args, out: seen.append(type(out.grad_fn).__name__))
+    loss, grads = loss_and_grads(fused, ids, seed=7)
+    assert seen == ["LoraLinearFunctionBackward"]  # the fused path ran, not PEFT's
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == expected.keys() and len(grads) == 2 * 2 * 7
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_disabled_adapter_and_eval_mode_follow_peft(tiny_model_dir):
+    model = lora_model(tiny_model_dir, 0.1)
+    ids = torch.randint(5, 200, (1, 16), generator=torch.Generator().manual_seed(4))
+    model.eval()
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        use_fused_lora(model)
+        torch.testing.assert_close(model(input_ids=ids).logits, adapted, rtol=1e-5, atol=1e-5)
+        with model.disable_adapter():  # the base side of a comparison: PEFT's path, adapter off
+            torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
+    assert not torch.allclose(adapted, base)  # the adapter does change the answer
