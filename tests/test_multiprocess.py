@@ -51,6 +51,35 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_fsdp_config_on_cpu_stops_with_one_sentence(tmp_path, tiny_model_dir):
+    """accelerate runs FSDP on GPUs only; on CPU it would quietly fall back to plain data parallel."""
+    options = tiny_options(tmp_path, tiny_model_dir, max_steps=2, dataset_name=qa_file(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           "config/accelerate/fsdp.yaml", "--num_processes", "2", "scripts/train.py", "--config",
+                           "config/training_config.yaml", *[f"--{key}={value}" for key, value in options.items()]],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "error: the accelerate config asks for FSDP, which accelerate runs on GPUs only" in done.stderr
+    assert "config/accelerate/ddp.yaml" in done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "processed").exists()  # nothing written
+
+
+def test_bad_data_ends_the_whole_job_with_one_sentence_per_process(tmp_path, tiny_model_dir):
+    """The main process stops on a malformed line while the other waits for its cache: no hang, no traceback of ours."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "hi", "output": "hello"}\n{"instruction": broken\n', encoding="utf-8")
+    options = tiny_options(tmp_path, tiny_model_dir, dataset_name=bad)
+    done = subprocess.run([*LAUNCHERS["torchrun"], "scripts/train.py", "--config", "config/training_config.yaml",
+                           *[f"--{key}={value}" for key, value in options.items()]],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(ours) == ["error: another process of this job stopped (its message is above); this one stops too.",
+                            f"error: {bad}:2: not valid JSON (Expecting value at column 17); fix or delete that line."], ours
+    assert "[rank1]" not in done.stderr  # no traceback from the waiting process
+    assert not (tmp_path / "out").exists() and not (tmp_path / "processed").exists()
+
+
 DRIVER = """
 import os, signal, sys
 from transformers import TrainerCallback

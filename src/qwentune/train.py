@@ -11,10 +11,11 @@ versions, loss curve and a summary.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,34 @@ class TrainResult:
     interrupted_by: int | None  # signal number when stopped early, else None
     summary: dict[str, Any]
     model: Any = None  # the trained PeftModel, for callers that go on to evaluate it
+
+
+def check_launcher_fits_device(device: str) -> None:
+    """FSDP and DeepSpeed run on GPUs only: on CPU accelerate would quietly run plain data parallel."""
+    for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if device == "cpu" and os.environ.get(variable, "false").lower() == "true":
+            raise UserError(
+                f"the accelerate config asks for {name}, which accelerate runs on GPUs only and none is in use here; on CPU "
+                f"launch with --config_file config/accelerate/ddp.yaml (or torchrun) instead."
+            )
+
+
+def wait_for_all(process) -> None:
+    """A barrier that, when another process has died (say on bad input), stops this one with one sentence."""
+    try:
+        process.wait_for_everyone()
+    except RuntimeError:  # gloo / NCCL: the peer closed its connection
+        raise UserError("another process of this job stopped (its message is above); this one stops too.") from None
+
+
+@contextmanager
+def main_process_first(process):
+    """accelerate's main_process_first, with wait_for_all as the barrier."""
+    if not process.is_main_process:
+        wait_for_all(process)
+    yield
+    if process.is_main_process:
+        wait_for_all(process)
 
 
 def newest_complete_checkpoint(output_dir: Path, log=print) -> Path | None:
@@ -218,6 +247,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
     tokenizer_name = cfg.model.tokenizer_name or source
     precision = choose_precision(cfg)
+    check_launcher_fits_device(precision.device)
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a
     # no-op. It must say cpu=True on CPU, as the Trainer's own state will, or several CPU processes
     # would each train alone. Only the main process prints and writes files.
@@ -226,7 +256,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     if not main:
         log = _quiet
     tokenizer = load_tokenizer(tokenizer_name, cfg.model.trust_remote_code)
-    with process.main_process_first():  # the main process tokenizes and caches; the others load its cache
+    with main_process_first(process):  # the main process tokenizes and caches; the others load its cache
         splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
     train_set = splits["train"].select_columns(["input_ids", "labels"])
     eval_set = splits["validation"].select_columns(["input_ids", "labels"]) if "validation" in splits else None
@@ -275,7 +305,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
                    MarkCheckpointComplete(), stop, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
-    with process.main_process_first():  # the main process removes half-written checkpoints first
+    with main_process_first(process):  # the main process removes half-written checkpoints first
         resume = resolve_resume(cfg, log)
     started = time.perf_counter()
     stop.install()

@@ -70,7 +70,14 @@ class QwentuneTrainer(Trainer):
         self.tokens_per_pass = tokens_per_pass
         self.model_accepts_loss_kwargs = True
         causal_lm = unwrap_causal_lm(self.model)
-        self.lean_loss = LeanLoss(causal_lm) if lean_head and lean_head_supported(causal_lm) else None
+        use_lean = lean_head and lean_head_supported(causal_lm) and not self.shards_parameters()
+        self.lean_loss = LeanLoss(causal_lm) if use_lean else None
+
+    def shards_parameters(self) -> bool:
+        """FSDP or DeepSpeed ZeRO-3: the head's weight is whole only inside the head's own forward."""
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        return self.is_fsdp_enabled or (self.is_deepspeed_enabled and is_deepspeed_zero3_enabled())
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """A packed row longer than tokens_per_pass runs as several forward/backward passes."""
