@@ -17,9 +17,9 @@ import torch
 
 from .config import Config
 from .errors import UserError
-from .hub import is_local_reference, require_hub
 from .fused_lora import use_fused_lora
 from .fused_norm import use_fused_rms_norm
+from .hub import is_local_reference, require_hub
 from .lora_dropout import use_fast_lora_dropout
 
 LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (no model hub needed)."
