@@ -25,6 +25,7 @@ import torch
 from . import __version__
 from .callbacks import COMPLETE_MARKER, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
 from .config import Config, load_config, save_config
+from .cpu_memory import keep_freed_memory
 from .errors import UserError
 from .fsutil import numbered_checkpoints, write_json
 
@@ -248,6 +249,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     tokenizer_name = cfg.model.tokenizer_name or source
     precision = choose_precision(cfg)
     check_launcher_fits_device(precision.device)
+    if precision.device == "cpu":
+        keep_freed_memory()  # a step's activations are reused by the next instead of faulted in again
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a
     # no-op. It must say cpu=True on CPU, as the Trainer's own state will, or several CPU processes
     # would each train alone. Only the main process prints and writes files.
