@@ -11,20 +11,23 @@ from qwentune.packed_attention import attention_for_packing
 from .conftest import examples_of
 
 
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_chunked_cross_entropy_matches_naive_at_qwen_vocabulary(with_bias):
+# A trained head (weight and bias gradients), and the usual LoRA case: a frozen head, gradient
+# for the hidden states only (which takes a path of its own).
+@pytest.mark.parametrize("with_bias,train_head", [(False, True), (True, True), (False, False), (True, False)])
+def test_chunked_cross_entropy_matches_naive_at_qwen_vocabulary(with_bias, train_head):
     torch.manual_seed(0)
     vocab, hidden_size, rows = 151_936, 32, 40
     hidden = torch.randn(rows, hidden_size, dtype=torch.float64, requires_grad=True)
-    weight = (torch.randn(vocab, hidden_size, dtype=torch.float64) * 0.3).requires_grad_()
-    bias = torch.randn(vocab, dtype=torch.float64, requires_grad=True) if with_bias else None
+    weight = (torch.randn(vocab, hidden_size, dtype=torch.float64) * 0.3).requires_grad_(train_head)
+    bias = torch.randn(vocab, dtype=torch.float64, requires_grad=train_head) if with_bias else None
     targets = torch.randint(0, vocab, (rows,))
+    wrt = [hidden] + ([weight] + ([bias] if with_bias else []) if train_head else [])
 
     naive = torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, weight, bias), targets,
                                               reduction="sum")
-    naive_grads = torch.autograd.grad(naive * 0.5, [hidden, weight] + ([bias] if with_bias else []))
+    naive_grads = torch.autograd.grad(naive * 0.5, wrt)
     lean = LinearCrossEntropySum.apply(hidden, weight, bias, targets, 7)  # 6 chunks, the last one short
-    lean_grads = torch.autograd.grad(lean * 0.5, [hidden, weight] + ([bias] if with_bias else []))
+    lean_grads = torch.autograd.grad(lean * 0.5, wrt)
 
     # The loss is accumulated in fp32 whatever the input dtype.
     torch.testing.assert_close(lean.double(), naive, rtol=1e-6, atol=1e-4)

@@ -33,20 +33,29 @@ class LinearCrossEntropySum(torch.autograd.Function):
             h = hidden[start:start + chunk_rows]
             t = targets[start:start + chunk_rows]
             logits = torch.nn.functional.linear(h, weight, bias).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            target_logits = logits.gather(1, t[:, None]).squeeze(1)
+            # log-sum-exp by hand, in place: the logits buffer becomes exp(logits - max) and is the
+            # chunk's only vocabulary-sized tensor (torch.logsumexp allocates another one).
+            maxes = logits.amax(dim=1, keepdim=True)
+            exps = logits.sub_(maxes).exp_()
+            sums = exps.sum(dim=1, keepdim=True)
+            total += (maxes + sums.log()).squeeze(1).sub_(target_logits).sum()
             if not (need_hidden or need_weight or need_bias):
                 continue
-            # d(sum CE)/d(logits) = softmax - one_hot, built in place in the logits buffer.
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs[torch.arange(len(t), device=t.device), t] -= 1.0
-            grad_logits = probs.to(hidden.dtype)
+            # d(sum CE)/d(logits) = softmax - one_hot = (exps - sums * one_hot) / sums.
+            exps[torch.arange(len(t), device=t.device), t] -= sums.squeeze(1)
+            if need_weight or need_bias:
+                grad_logits, row_scale = exps.div_(sums), None
+            else:  # divide the (rows x hidden) product instead of the (rows x vocabulary) buffer
+                grad_logits, row_scale = exps, sums
+            grad_logits = grad_logits.to(hidden.dtype)
             if need_hidden:
-                grad_hidden[start:start + chunk_rows] = grad_logits @ weight.to(hidden.dtype)
+                grad_h = grad_logits @ weight.to(hidden.dtype)
+                grad_hidden[start:start + chunk_rows] = grad_h if row_scale is None else grad_h.div_(row_scale)
             if need_weight:
                 grad_weight += grad_logits.float().T @ h.float()
             if need_bias:
-                grad_bias += probs.sum(0)
+                grad_bias += grad_logits.float().sum(0)
         ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
         ctx.which = (need_hidden, need_weight, need_bias)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
