@@ -37,11 +37,23 @@ def test_same_loss_and_gradients_as_peft(tiny_model_dir, dropout):
     expected_loss, expected = loss_and_grads(peft_model, ids, seed=7)
     fused = lora_model(tiny_model_dir, dropout)
     assert use_fused_lora(fused) == 2 * 7
-    seen = []
-    q_proj = fused.get_base_model().model.layers[0].self_attn.q_proj
-    q_proj.register_forward_hook(lambda module, args, out: seen.append(type(out.grad_fn).__name__))
+    layer = fused.get_base_model().model.layers[0]
+    nodes = {}
+
+    def record(name):
+        def hook(module, args, out):
+            nodes.setdefault(name, out.grad_fn)  # the node that made this layer's output, first call
+        return hook
+
+    for block, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                         (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+        for name in names:
+            getattr(block, name).register_forward_hook(record(name))
     loss, grads = loss_and_grads(fused, ids, seed=7)
-    assert seen == ["LoraLinearFunctionBackward"]  # the fused path ran, not PEFT's
+    assert {type(node).__name__ for node in nodes.values()} == {"LoraGroupFunctionBackward"}  # not PEFT's path
+    # Layers reading the same input are one node (q/k/v, gate/up); o and down one each.
+    assert nodes["q_proj"] is nodes["k_proj"] is nodes["v_proj"] and nodes["gate_proj"] is nodes["up_proj"]
+    assert len({id(node) for node in nodes.values()}) == 4
     torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
     assert grads.keys() == expected.keys() and len(grads) == 2 * 2 * 7
     for name, grad in grads.items():
@@ -61,3 +73,29 @@ def test_disabled_adapter_and_eval_mode_follow_peft(tiny_model_dir):
         with model.disable_adapter():  # the base side of a comparison: PEFT's path, adapter off
             torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
     assert not torch.allclose(adapted, base)  # the adapter does change the answer
+
+
+def test_a_layer_off_the_fast_path_leaves_its_group_mates_on_it(tiny_model_dir):
+    def with_k_bias(model):  # a bias on lora_B is beyond the fused path: k_proj must run PEFT's forward
+        with torch.no_grad():
+            for layer in model.get_base_model().model.layers:
+                k_proj = layer.self_attn.k_proj
+                k_proj.lora_B["default"].bias = torch.nn.Parameter(torch.full((k_proj.out_features,), 0.01))
+        return model
+
+    ids = torch.randint(5, 200, (2, 24), generator=torch.Generator().manual_seed(3))
+    expected_loss, expected = loss_and_grads(with_k_bias(lora_model(tiny_model_dir, 0.0)), ids, seed=7)
+    fused = with_k_bias(lora_model(tiny_model_dir, 0.0))
+    use_fused_lora(fused)
+    attention = fused.get_base_model().model.layers[0].self_attn
+    nodes = {}
+    for name in ("q_proj", "k_proj", "v_proj"):
+        getattr(attention, name).register_forward_hook(
+            lambda module, args, out, name=name: nodes.__setitem__(name, type(out.grad_fn).__name__))
+    loss, grads = loss_and_grads(fused, ids, seed=7)
+    assert nodes == {"q_proj": "LoraGroupFunctionBackward", "k_proj": "AddBackward0",
+                     "v_proj": "LoraGroupFunctionBackward"}
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == expected.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -1,57 +1,92 @@
-"""A LoRA linear layer computed as one autograd node.
+"""LoRA linear layers computed as one autograd node per group of layers that read the same input.
 
-PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` as separate ops: two elementwise
-passes over the layer's output in forward (the scaling and the add) and one more in backward,
-plus an autograd node for each. Here the low-rank product is accumulated into the base output
-by the matrix multiply itself (`addmm_` with alpha = scaling), and the backward pass computes
-the same gradients with the scaling applied to the rank-r factors, which are tiny. The LoRA
-weights stay PEFT's own parameters, so saving, loading and merging are unchanged.
+PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` layer by layer, as separate ops:
+for every layer a dropout pass, a scale and an add over the output in forward, and in backward
+a mask pass plus the adds that sum the gradients of the layers sharing an input (q/k/v read the
+attention input, gate/up the MLP input). Here such a group is one node:
+- the low-rank products are accumulated into the base outputs by the matrix multiply itself
+  (`addmm_` with alpha = scaling);
+- the group's rank-r down projections are one multiply (the A matrices stacked), in both passes;
+- the dropout mask is 0/1 from 16-bit random lanes (see lora_dropout.py), its 1/keep scale folded
+  into the scaling, and only the lanes are kept for backward;
+- the input gradient is accumulated in place: the base layers' products with `addmm_`, the LoRA
+  part through the mask with one `addcmul_`.
+Scalings are applied to the rank-r factors, which are tiny. The LoRA weights stay PEFT's own
+parameters, so saving, loading and merging are unchanged.
 
-The fast path is taken only for plain LoRA on an nn.Linear with one active adapter, unmerged,
-with frozen base weights and matching dtypes; anything else (DoRA, several adapters, disabled
+The layers of a group share one dropout mask, as FastDropout's do on PEFT's path. The fast path
+is taken only for plain LoRA on nn.Linear with one active adapter, unmerged, frozen base weights,
+matching dtypes and FastDropout (or no dropout); anything else (DoRA, several adapters, disabled
 adapters, 4-bit layers, mixed-batch inference) runs PEFT's forward. Outputs and gradients equal
 PEFT's up to float rounding (tests/test_fused_lora.py).
 """
 
 from __future__ import annotations
 
+import weakref
 from types import MethodType
 
 import torch
 
+from .lora_dropout import LANES, FastDropout, keep_mask, random_lanes
 
-class LoraLinearFunction(torch.autograd.Function):
-    """x @ W.T + b + scaling * (dropped @ A.T) @ B.T, where dropped is x after LoRA dropout."""
+# Layers of one attention / MLP block that are called on the same tensor (Llama, Qwen2, Mistral...).
+SHARED_INPUT = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+class LoraGroupFunction(torch.autograd.Function):
+    """For each layer i: x @ W_i.T + b_i + s_i * ((x * mask) @ A_i.T) @ B_i.T, mask from `bits` (or none).
+
+    `tensors` holds weight, bias, lora_A, lora_B for each layer in turn; `scalings` the s_i, with
+    the dropout's 1/keep scale already folded in.
+    """
 
     @staticmethod
-    def forward(ctx, x, dropped, weight, bias, lora_a, lora_b, scaling: float):
+    def forward(ctx, x, bits, threshold: int, scalings: tuple[float, ...], *tensors):
+        weights, biases, lora_as, lora_bs = tensors[0::4], tensors[1::4], tensors[2::4], tensors[3::4]
         rows = x.reshape(-1, x.shape[-1])
-        dropped_rows = rows if dropped is x else dropped.reshape(-1, dropped.shape[-1])
-        down = dropped_rows @ lora_a.T  # rows x r
-        out = torch.nn.functional.linear(rows, weight, bias)
-        out.addmm_(down, lora_b.T, alpha=scaling)
-        ctx.save_for_backward(weight, lora_a, lora_b, dropped_rows, down)
-        ctx.scaling, ctx.same_input, ctx.x_shape = scaling, dropped is x, x.shape
-        return out.view(*x.shape[:-1], out.shape[-1])
+        dropped = rows if bits is None else rows * keep_mask(bits, threshold, rows)
+        stacked_a = torch.cat(lora_as) if len(lora_as) > 1 else lora_as[0]
+        down = dropped @ stacked_a.T  # rows x (layers * r)
+        outputs, start = [], 0
+        for weight, bias, lora_a, lora_b, scaling in zip(weights, biases, lora_as, lora_bs, scalings):
+            out = torch.nn.functional.linear(rows, weight, bias)
+            out.addmm_(down[:, start:start + lora_a.shape[0]], lora_b.T, alpha=scaling)
+            outputs.append(out.view(*x.shape[:-1], out.shape[-1]))
+            start += lora_a.shape[0]
+        ctx.save_for_backward(dropped, down, bits, stacked_a, *weights, *lora_bs)
+        ctx.scalings, ctx.threshold, ctx.x_shape = scalings, threshold, x.shape
+        ctx.ranks = [a.shape[0] for a in lora_as]
+        return tuple(outputs)
 
     @staticmethod
-    def backward(ctx, grad):
-        weight, lora_a, lora_b, dropped_rows, down = ctx.saved_tensors
-        need_x, need_dropped, _, need_bias, need_a, need_b = ctx.needs_input_grad[:6]
-        g = grad.reshape(-1, grad.shape[-1])
-        up = (g @ lora_b).mul_(ctx.scaling)  # rows x r: d loss / d down, scaled
-        grad_a = up.T @ dropped_rows if need_a else None
-        grad_b = g.T @ (down * ctx.scaling) if need_b else None
-        grad_x = grad_dropped = None
-        if need_x:
-            grad_x = g @ weight
-            if ctx.same_input:  # no dropout: both paths end at x, so add in the multiply
-                grad_x.addmm_(up, lora_a)
+    def backward(ctx, *grads):
+        dropped, down, bits, stacked_a, *rest = ctx.saved_tensors
+        layers = len(ctx.scalings)
+        weights, lora_bs = rest[:layers], rest[layers:]
+        needs = ctx.needs_input_grad
+        gs = [g.reshape(-1, g.shape[-1]) for g in grads]
+        # d loss / d down, scaled, for all layers side by side: rows x (layers * r).
+        up = torch.cat([(g @ lora_b).mul_(s) for g, lora_b, s in zip(gs, lora_bs, ctx.scalings)], dim=1)
+        grad_stacked_a = up.T @ dropped if any(needs[6::4]) else None
+        grad_x = None
+        if needs[0]:
+            grad_x = gs[0] @ weights[0]
+            for g, weight in zip(gs[1:], weights[1:]):
+                grad_x.addmm_(g, weight)
+            if bits is None:  # no dropout: the LoRA path ends at x too, so add it in the multiply
+                grad_x.addmm_(up, stacked_a)
+            else:
+                grad_x.addcmul_(up @ stacked_a, keep_mask(bits, ctx.threshold, grad_x))
             grad_x = grad_x.view(ctx.x_shape)
-        if need_dropped and not ctx.same_input:
-            grad_dropped = (up @ lora_a).view(ctx.x_shape)
-        grad_bias = g.sum(0) if need_bias else None
-        return grad_x, grad_dropped, None, grad_bias, grad_a, grad_b, None
+        per_layer, start = [], 0
+        for i, (g, rank, scaling) in enumerate(zip(gs, ctx.ranks, ctx.scalings)):
+            need_bias, need_a, need_b = needs[5 + 4 * i], needs[6 + 4 * i], needs[7 + 4 * i]
+            grad_b = g.T @ (down[:, start:start + rank] * scaling) if need_b else None
+            grad_a = grad_stacked_a[start:start + rank] if need_a else None
+            per_layer += [None, g.sum(0) if need_bias else None, grad_a, grad_b]
+            start += rank
+        return (grad_x, None, None, None, *per_layer)
 
 
 def _fast_path_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
@@ -66,25 +101,67 @@ def _fast_path_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
         return None
     if not (x.dtype == base.weight.dtype == a.weight.dtype == b.weight.dtype):
         return None
+    if _keep_lanes(layer.lora_dropout[name]) is None:
+        return None
     return name
 
 
+def _keep_lanes(dropout) -> int | None:
+    """LANES when the branch has no dropout now, FastDropout's keep_lanes when it has; None for other dropouts."""
+    if isinstance(dropout, torch.nn.Identity) or not dropout.training or getattr(dropout, "p", None) == 0.0:
+        return LANES
+    return dropout.keep_lanes if isinstance(dropout, FastDropout) else None
+
+
+class _Group:
+    """LoRA layers called on the same tensor: the first call computes every layer's output, the others take theirs."""
+
+    def __init__(self, layers) -> None:
+        self.layers = list(layers)
+        self._input = None
+        self._pending: dict = {}
+
+    def forward(self, layer, x: torch.Tensor, args, kwargs) -> torch.Tensor | None:
+        if self._input is not None and self._input() is x and layer in self._pending:
+            return self._pending.pop(layer)
+        name = _fast_path_adapter(layer, x, args, kwargs)
+        if name is None:
+            return None
+        keep = _keep_lanes(layer.lora_dropout[name])
+        members = self.layers if all(
+            _fast_path_adapter(m, x, (), {}) == name and _keep_lanes(m.lora_dropout[name]) == keep
+            for m in self.layers) else [layer]
+        bits = None if keep == LANES else random_lanes(x.shape, x.device).view(-1, x.shape[-1])
+        tensors = []
+        for m in members:
+            tensors += [m.base_layer.weight, m.base_layer.bias, m.lora_A[name].weight, m.lora_B[name].weight]
+        scalings = tuple(m.scaling[name] * LANES / keep for m in members)
+        outputs = LoraGroupFunction.apply(x, bits, keep - LANES // 2, scalings, *tensors)
+        self._input = weakref.ref(x)
+        self._pending = {m: out for m, out in zip(members, outputs) if m is not layer}
+        return outputs[members.index(layer)]
+
+
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    name = _fast_path_adapter(self, x, args, kwargs)
-    if name is None:
-        return type(self).forward(self, x, *args, **kwargs)
-    base = self.base_layer
-    return LoraLinearFunction.apply(x, self.lora_dropout[name](x), base.weight, base.bias,
-                                    self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name])
+    out = self._qwentune_group.forward(self, x, args, kwargs)
+    return type(self).forward(self, x, *args, **kwargs) if out is None else out
 
 
 def use_fused_lora(model) -> int:
-    """Route every PEFT LoRA Linear of `model` through LoraLinearFunction where it can; returns how many."""
+    """Route every PEFT LoRA Linear of `model` through LoraGroupFunction where it can; returns how many."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
+    grouped = {}
+    for parent in model.modules():
+        for names in SHARED_INPUT:
+            layers = [getattr(parent, name, None) for name in names]
+            if all(type(layer) is LoraLinear for layer in layers) and len({layer.in_features for layer in layers}) == 1:
+                group = _Group(layers)
+                grouped.update({layer: group for layer in layers})
     count = 0
     for module in model.modules():
         if type(module) is LoraLinear:
+            module._qwentune_group = grouped.get(module) or _Group([module])
             module.forward = MethodType(_fused_forward, module)
             count += 1
     return count
