@@ -230,8 +230,11 @@ def test_passes_of_a_packed_batch_give_the_same_adapter(tmp_path, tiny_model_dir
         train(cfg, log=silent)
         adapters.append(load_file(out / "adapter_model.safetensors"))
         assert max(calls) == (1 if budget else 8)  # eight examples of 33-64 tokens: one per pass
+    # Rounding differs between one pass and eight, and Adam divides by the gradient's running RMS, which
+    # magnifies it where a gradient is near zero; a lost or doubled pass would move weights by about the
+    # learning rate (2e-4) a step.
     for name in adapters[0]:
-        torch.testing.assert_close(adapters[1][name], adapters[0][name], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(adapters[1][name], adapters[0][name], rtol=1e-5, atol=1e-5)
 
 
 def test_split_packed_cuts_at_example_boundaries():
