@@ -58,8 +58,10 @@ def float_mask(bits: torch.Tensor, threshold: int, scale: float, like: torch.Ten
 def keep_mask(bits: torch.Tensor, threshold: int, like: torch.Tensor) -> torch.Tensor:
     """1 where bits < threshold, else 0, in like's dtype.
 
-    Comparing straight into a float tensor is one vectorized pass; a bool mask (torch.where, or
-    a bool to float conversion) measured 5-10x slower on CPU.
+    torch.lt with a float `out` compares into a bool buffer and converts it; inside a training
+    step that measured faster than converting the lanes to float and clamping, or than going
+    through uint8 (391 vs 482 and 569 us at 450 x 1536), and applying a bool mask with
+    torch.where was 5-10x slower than multiplying by the float one.
     """
     mask = torch.empty(bits.shape, dtype=like.dtype, device=like.device)
     return torch.lt(bits, threshold, out=mask)
