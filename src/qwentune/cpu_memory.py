@@ -3,10 +3,11 @@
 glibc serves large allocations with fresh mmap()s (above 128 KiB, a limit it raises by itself
 only up to 32 MiB) and returns a freed heap top of more than a few MiB to the kernel. A training
 step frees and re-allocates the same few hundred MB of activations and gradients, so every step
-paid again for those pages: ~34,000 page faults per 450-token SmolLM2 step, each a trip into the
+paid again for those pages: ~31,000 page faults per 450-token SmolLM2 step, each a trip into the
 kernel that zeroes a page (measured with getrusage). With both limits raised, freed blocks stay in
-the heap and are reused: page faults per step 34,000 -> under 1,000, about 4% more tokens/s,
-the same peak RSS (the peak is reached either way; only the return of memory between steps stops).
+the heap and are reused: page faults per step ~31,000 -> ~100, the same peak RSS (the peak is
+reached either way; only the return of memory between steps stops), and 3-4% more tokens/s in
+three of four alternating-process comparisons, at the edge of the test machine's noise.
 """
 
 from __future__ import annotations
