@@ -99,3 +99,23 @@ def test_a_layer_off_the_fast_path_leaves_its_group_mates_on_it(tiny_model_dir):
     assert grads.keys() == expected.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gradient_checkpointing_recomputes_the_same_groups_and_masks(tiny_model_dir):
+    """Checkpointing re-runs each layer in backward: the groups and their dropout masks must come out the same."""
+    ids = torch.randint(5, 200, (2, 24), generator=torch.Generator().manual_seed(3))
+    plain = lora_model(tiny_model_dir, 0.1).train()  # from_pretrained leaves the base in eval mode
+    use_fused_lora(plain)
+    expected_loss, expected = loss_and_grads(plain, ids, seed=7)
+    checkpointed = lora_model(tiny_model_dir, 0.1).train()  # layers checkpoint only in training mode
+    use_fused_lora(checkpointed)
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed.enable_input_require_grads()
+    calls = []
+    q_proj = checkpointed.get_base_model().model.layers[0].self_attn.q_proj
+    q_proj.register_forward_hook(lambda module, args, out: calls.append(type(out.grad_fn).__name__))
+    loss, grads = loss_and_grads(checkpointed, ids, seed=7)
+    assert calls == ["LoraGroupFunctionBackward"] * 2  # forward, then again in backward: checkpointing ran
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
