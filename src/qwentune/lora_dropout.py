@@ -7,8 +7,8 @@ almost nothing. This dropout keeps the per-element semantics (an independent kee
 choice per element, kept values scaled so the expectation is unchanged, identity in eval
 mode) but cuts each 64-bit random draw into four 16-bit lanes: 4x fewer draws. The keep
 probability is quantized to 1/65536 (0.1 becomes 0.100006) and the scale uses the quantized
-value, so the output stays unbiased. The mask is applied as a float tensor made by comparing
-the lanes straight into it: applying a bool mask (torch.where) was 5-10x slower on CPU. Only
+value, so the output stays unbiased. The mask is applied as a float tensor (see keep_mask):
+applying a bool mask (torch.where) was 5-10x slower on CPU. Only
 the 16-bit lanes are kept for backward (2 bytes per element), which remakes the mask from them.
 
 One deliberate difference from PEFT: branches that read the same tensor (q/k/v read the
