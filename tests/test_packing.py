@@ -47,6 +47,37 @@ def test_packed_logits_equal_each_example_alone(tiny_model_dir, attention):
             start = end
 
 
+def test_packed_gradients_equal_the_sum_over_examples_alone(tiny_model_dir):
+    """Isolation holds in backward too: no example's loss moves another example's gradient."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").train()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped key/value heads
+    examples = examples_of([9, 4, 1, 13, 6, 2], vocab=model.config.vocab_size)
+    batch = pack_batch(examples)
+    torch.manual_seed(0)
+    weights = torch.randn(batch["input_ids"].shape[1], model.config.vocab_size)
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    with attention_for_packing(model):
+        packed = gradients((model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                  use_cache=False).logits[0] * weights).sum())
+    alone = {name: torch.zeros_like(g) for name, g in packed.items()}
+    start = 0
+    for example in examples:
+        end = start + len(example["input_ids"])
+        logits = model(input_ids=torch.tensor([example["input_ids"]]), use_cache=False).logits[0]
+        for name, g in gradients((logits * weights[start:end]).sum()).items():
+            alone[name] += g
+        start = end
+    for name, g in packed.items():
+        torch.testing.assert_close(g, alone[name], rtol=1e-5, atol=1e-5 * g.abs().max().item(), msg=name)
+
+
 def test_packed_attention_leaves_padded_batches_to_sdpa(tiny_model_dir):
     """With an attention mask (padding) the packed implementation must give sdpa's answer."""
     from transformers import AutoModelForCausalLM

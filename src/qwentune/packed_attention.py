@@ -53,16 +53,21 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
     if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    rows, per_row = [], _segments.of(position_ids)  # the same tensor in every layer: computed once
+    per_row = _segments.of(position_ids)  # the same tensor in every layer: computed once
     if len(per_row) != query.shape[0]:  # position ids shared by the whole batch
         per_row = per_row * query.shape[0]
-    for row, bounds in enumerate(per_row):
-        q, k, v = query[row:row + 1], key[row:row + 1], value[row:row + 1]
+    grouped = query.shape[1] != key.shape[1]
+    rows = []
+    # split(), not slicing: its backward is one cat per tensor, where each slice's backward would
+    # fill a zero tensor of the whole row and add it to the others (15 such per layer at 4 examples).
+    # sdpa is called directly so that each output stays a transposed view until the one cat.
+    for q_row, k_row, v_row, bounds in zip(query.split(1), key.split(1), value.split(1), per_row):
+        lengths = [end - start for start, end in bounds]
         rows.append(torch.cat([
-            sdpa_attention_forward(module, q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], None,
-                                   dropout=dropout, scaling=scaling, is_causal=True)[0]
-            for start, end in bounds], dim=1))
-    return torch.cat(rows), None
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True,
+                                                             enable_gqa=grouped).transpose(1, 2)
+            for q, k, v in zip(q_row.split(lengths, 2), k_row.split(lengths, 2), v_row.split(lengths, 2))], dim=1))
+    return (torch.cat(rows) if len(rows) > 1 else rows[0]), None
 
 
 def packed_attention_mask(*args, attention_mask=None, **kwargs):
