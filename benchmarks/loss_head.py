@@ -23,7 +23,7 @@ import time
 
 MEASURE = r"""
 import json, sys, time, torch
-from qwentune.loss import LinearCrossEntropySum, chunk_rows_for
+from qwentune.loss import LinearCrossEntropySum, head_blocks
 mode, tokens, hidden_size, vocab = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 device = "cuda" if torch.cuda.is_available() else "cpu"
 torch.manual_seed(0)
@@ -47,7 +47,7 @@ def run():
         logits = hidden @ weight.T
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
     else:
-        loss = LinearCrossEntropySum.apply(hidden, weight, None, targets, chunk_rows_for(vocab))
+        loss = LinearCrossEntropySum.apply(hidden, weight, None, targets, *head_blocks(vocab, device, trained=False))
     loss.backward()
     return loss.item()
 if device == "cuda":

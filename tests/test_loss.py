@@ -18,7 +18,9 @@ def test_chunked_cross_entropy_matches_naive_at_qwen_vocabulary(with_bias, train
     torch.manual_seed(0)
     vocab, hidden_size, rows = 151_936, 32, 40
     hidden = torch.randn(rows, hidden_size, dtype=torch.float64, requires_grad=True)
-    weight = (torch.randn(vocab, hidden_size, dtype=torch.float64) * 0.3).requires_grad_(train_head)
+    weight = torch.randn(vocab, hidden_size, dtype=torch.float64) * 0.3
+    weight[-3000:] *= 3  # the largest logits come late: the frozen head's running sums must be rescaled
+    weight.requires_grad_(train_head)
     bias = torch.randn(vocab, dtype=torch.float64, requires_grad=train_head) if with_bias else None
     targets = torch.randint(0, vocab, (rows,))
     wrt = [hidden] + ([weight] + ([bias] if with_bias else []) if train_head else [])
@@ -26,7 +28,8 @@ def test_chunked_cross_entropy_matches_naive_at_qwen_vocabulary(with_bias, train
     naive = torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden, weight, bias), targets,
                                               reduction="sum")
     naive_grads = torch.autograd.grad(naive * 0.5, wrt)
-    lean = LinearCrossEntropySum.apply(hidden, weight, bias, targets, 7)  # 6 chunks, the last one short
+    # 6 chunks of rows (a trained head) or 6 x 38 blocks (a frozen one), the last ones short
+    lean = LinearCrossEntropySum.apply(hidden, weight, bias, targets, 7, 4000)
     lean_grads = torch.autograd.grad(lean * 0.5, wrt)
 
     # The loss is accumulated in fp32 whatever the input dtype.
@@ -35,10 +38,26 @@ def test_chunked_cross_entropy_matches_naive_at_qwen_vocabulary(with_bias, train
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_head_in_bfloat16_follows_float32():
+    torch.manual_seed(0)
+    vocab, hidden_size, rows = 10_000, 64, 24
+    hidden = torch.randn(rows, hidden_size, requires_grad=True)
+    weight = torch.randn(vocab, hidden_size) * 0.3
+    targets = torch.randint(0, vocab, (rows,))
+    exact = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="sum")
+    (exact_grad,) = torch.autograd.grad(exact, hidden)
+    low = hidden.detach().bfloat16().requires_grad_()
+    lean = LinearCrossEntropySum.apply(low, weight.bfloat16(), None, targets, 7, 3000)
+    (lean_grad,) = torch.autograd.grad(lean, low)
+    assert lean.dtype == torch.float32 and lean_grad.dtype == torch.bfloat16
+    torch.testing.assert_close(lean, exact, rtol=1e-2, atol=0)
+    torch.testing.assert_close(lean_grad.float(), exact_grad, rtol=0, atol=0.05 * exact_grad.abs().max().item())
+
+
 def test_no_gradient_work_without_grad():
     hidden, weight = torch.randn(5, 8), torch.randn(50, 8)
     with torch.no_grad():
-        loss = LinearCrossEntropySum.apply(hidden, weight, None, torch.randint(0, 50, (5,)), 2)
+        loss = LinearCrossEntropySum.apply(hidden, weight, None, torch.randint(0, 50, (5,)), 2, 16)
     assert loss.shape == () and not loss.requires_grad
 
 

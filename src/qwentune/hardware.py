@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .loss import chunk_rows_for
+from .loss import head_blocks
 
 # On CPU a packed micro-batch runs in passes of at most this many tokens (or max_length when
 # longer): throughput per token was flat from 256 to 2,048 tokens per pass (SmolLM2, measured),
@@ -103,8 +103,11 @@ def estimate_bytes(shape: ModelShape, batch: int, seq_len: int, lora_r: int, byt
         activations = tokens * (shape.layers * h * bytes_per_value + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
-    # The lean loss head: one chunk of logits (compute dtype + fp32) and the hidden-state gradient.
-    loss_head = min(tokens, chunk_rows_for(shape.vocab)) * shape.vocab * (bytes_per_value + 4) + tokens * h * bytes_per_value
+    # The lean loss head, frozen under LoRA: one block of logits (compute dtype + fp32; an
+    # accelerator's block, the larger), its running product with the weight, the hidden-state gradient.
+    rows, vocab_block = head_blocks(shape.vocab, "cuda", trained=False)
+    rows = min(tokens, rows)
+    loss_head = rows * (min(shape.vocab, vocab_block) * (bytes_per_value + 4) + h * 4) + tokens * h * bytes_per_value
     return {"weights": weights, "adapter_and_optimizer": adapter_and_optimizer, "activations": activations,
             "loss_head": loss_head}
 
