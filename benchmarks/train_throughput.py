@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                      # embedded SmolLM2-135M-Instruct, 64 rows, cutoff 512
     python benchmarks/train_throughput.py --max-length 1024    # the seed's cutoff
     python benchmarks/train_throughput.py --model ./models/Qwen2-0.5B --rows 256
+    python benchmarks/train_throughput.py --shape-of Qwen2-0.5B --modes qwentune   # offline: speed and MFU only
 
 naive:    what the seed's recipe does: every example padded to max_length, plain transformers
           Trainer + PEFT LoRA, the model's own loss over full logits, torch's dropout.
@@ -15,6 +16,9 @@ after training both compute the loss on held-out rows with one shared function.
 Real tokens are non-padding tokens (prompt and reply). MFU counts 4 N + 6 N_trainable FLOPs per
 real token (N = frozen parameters; no credit for recomputation or skipped work) against the peak
 of a large matmul measured just before and just after each run, in the precision the run used (the higher of the two).
+--shape-of trains a randomly initialised model with a published model's architecture and sizes
+(and the demo model's tokenizer), for when the model itself cannot be downloaded: its speed and
+MFU are the real model's, its losses mean nothing.
 Data: the first --rows records of Stanford Alpaca (../shared/data/real/, not shipped) with the next
 --eval-rows held out; without that file, data/demo/train.jsonl.
 """
@@ -192,6 +196,29 @@ def matmul_peak(precision: str) -> float:
     return 2 * n ** 3 / best
 
 
+# Published configurations (config.json of each model on the Hugging Face hub).
+SHAPES = {
+    "Qwen2-0.5B": dict(vocab_size=151_936, hidden_size=896, intermediate_size=4_864, num_hidden_layers=24,
+                       num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+    "Qwen2-1.5B": dict(vocab_size=151_936, hidden_size=1_536, intermediate_size=8_960, num_hidden_layers=28,
+                       num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+}
+
+
+def random_model_of_shape(name: str, target: Path) -> str:
+    """A Qwen2 model of SHAPES[name] with random weights, saved with the demo model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from qwentune.gguf_convert import EMBEDDED_MODEL, materialize
+
+    torch.manual_seed(0)
+    config = Qwen2Config(**SHAPES[name], max_position_embeddings=32_768, rope_theta=1_000_000.0, rms_norm_eps=1e-6)
+    Qwen2ForCausalLM(config).save_pretrained(target)
+    AutoTokenizer.from_pretrained(materialize(EMBEDDED_MODEL)).save_pretrained(target)
+    return str(target)
+
+
 def write_rows(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
 
@@ -239,6 +266,8 @@ def run_child(mode: str, job_file: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
+    parser.add_argument("--shape-of", choices=sorted(SHAPES),
+                        help="instead of --model: random weights in this model's shape (speed and MFU only)")
     parser.add_argument("--data", help="a data file instead of the Stanford Alpaca sample")
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--eval-rows", type=int, default=32)
@@ -258,11 +287,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qwentune-bench-") as tmp:
         work = Path(tmp)
         train_file, eval_file, data_name = prepare_data(args, work)
-        job = {"model": args.model, "train_file": train_file, "eval_file": eval_file, "max_length": args.max_length,
+        if args.shape_of:
+            args.model = f"random weights in {args.shape_of}'s shape"
+        model = random_model_of_shape(args.shape_of, work / "model") if args.shape_of else args.model
+        job = {"model": model, "train_file": train_file, "eval_file": eval_file, "max_length": args.max_length,
                "batch": args.batch, "accumulation": args.accumulation, "epochs": args.epochs,
                "learning_rate": args.learning_rate, "work": str(work)}
         (work / "job.json").write_text(json.dumps(job))
         results = {mode: run_child(mode, work / "job.json") for mode in ("naive", "qwentune") if mode in args.modes}
+        job["model"] = args.model  # not the temporary directory of --shape-of
 
     import torch
 
