@@ -19,8 +19,8 @@ from .data.tokenize import IGNORE_INDEX
 # Logits computed at once stay under this many values (128 MB in fp32).
 CHUNK_VALUES = 1 << 25
 # A frozen head is walked in blocks of rows x vocabulary entries. On a CPU a block's logits must
-# stay in cache between its passes: 512 x 4,096 (8 MB in fp32) was 1.2-1.3x faster than
-# whole-vocabulary chunks at vocabulary 151,936 from 512 to 2,048 rows (1.08x at 264 x 49,152);
+# stay in cache between its passes: 512 x 4,096 (8 MB in fp32) was 1.15-1.34x faster than
+# whole-vocabulary chunks at vocabulary 151,936 from 512 to 2,048 rows (1.08-1.12x at 264 x 49,152);
 # taller or wider blocks were no faster. On an accelerator fewer, larger blocks keep the number of
 # kernel launches down (not measured here: no GPU).
 CPU_BLOCK = (512, 4096)
