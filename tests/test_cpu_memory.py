@@ -4,7 +4,8 @@ import sys
 import pytest
 
 # A stand-in for training steps: tensors of a step's sizes (activations of a few MB, a 52 MB
-# loss-head chunk) allocated, filled and freed, twelve times; prints each step's page faults.
+# whole-vocabulary loss chunk as a trained head makes) allocated, filled and freed, twelve times;
+# prints each step's page faults.
 PROBE = """
 import resource, sys, torch
 from qwentune.cpu_memory import keep_freed_memory

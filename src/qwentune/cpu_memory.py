@@ -21,8 +21,9 @@ import sys
 # mallopt() parameter numbers from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Allocations below this come from the heap, so freed ones can be reused (the largest in a LoRA
-# step is a 134 MB loss-head chunk at Qwen's vocabulary). Some glibc builds cap the value at
+# Allocations below this come from the heap, so freed ones can be reused (the largest in a step
+# is the loss head's: 8 MB blocks for a frozen head on CPU, a 134 MB whole-vocabulary chunk at
+# Qwen's vocabulary when the head is trained). Some glibc builds cap the value at
 # 32 MiB, the most their own adaptive limit reaches; that is used where 1 GiB is refused.
 MMAP_THRESHOLDS = (1 << 30, 32 << 20)
 # Free memory at the heap top kept for reuse rather than returned (mallopt takes a C int).
