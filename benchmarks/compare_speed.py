@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +84,7 @@ print(json.dumps({"seconds": seconds, "new_tokens": tokens, "dtype": str(base.dt
 OURS = MEMORY + r"""
 import json, sys
 memory = PeakMemory()
-from qwentune.compare import compare_batch, load_pair, load_questions
+from qwentune.apps.compare import compare_batch, load_pair, load_questions
 from qwentune.config import GenerationConfig
 base_dir, adapter_dir, questions_file, max_new, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 start = time.perf_counter()
@@ -127,7 +126,7 @@ def main() -> None:
 
     base = args.base_model
     if base is None:
-        from qwentune.gguf_convert import converted_model_dir, embedded_demo_gguf
+        from qwentune.models.gguf_source import converted_model_dir, embedded_demo_gguf
 
         base = str(converted_model_dir(embedded_demo_gguf()))
     runs = {}

@@ -67,7 +67,7 @@ def main() -> None:
 
     import torch
 
-    from qwentune.model import resolve_model_source
+    from qwentune.models.source import resolve_model_source
 
     with tempfile.TemporaryDirectory(prefix="qwentune-lf-") as tmp:
         work = Path(tmp)

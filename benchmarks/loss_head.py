@@ -23,7 +23,7 @@ import time
 
 MEASURE = r"""
 import json, sys, time, torch
-from qwentune.loss import LinearCrossEntropySum, head_blocks
+from qwentune.training.loss import LinearCrossEntropySum, head_blocks
 mode, tokens, hidden_size, vocab = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 device = "cuda" if torch.cuda.is_available() else "cpu"
 torch.manual_seed(0)

@@ -77,7 +77,7 @@ def main() -> None:
     from qwentune.data.convert import convert_records
     from qwentune.data.preprocess import preprocess
     from qwentune.data.tokenize import tokenize_batch
-    from qwentune.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
+    from qwentune.models.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
 
     datasets.disable_progress_bars()
     records = alpaca_like_records(args.examples)

@@ -92,8 +92,8 @@ def tokenized(cfg, path: str):
     from dataclasses import replace
 
     from qwentune.data.preprocess import load_or_preprocess
-    from qwentune.model import resolve_model_source
-    from qwentune.tokenizer import load_tokenizer
+    from qwentune.models.source import resolve_model_source
+    from qwentune.models.tokenizer import load_tokenizer
 
     source = resolve_model_source(cfg.model.model_name_or_path)
     tokenizer = load_tokenizer(source)
@@ -107,7 +107,8 @@ def run_naive(job: dict, work: Path) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from qwentune.model import choose_precision, resolve_model_source
+    from qwentune.models.precision import choose_precision
+    from qwentune.models.source import resolve_model_source
 
     cfg = job_config(job, work)
     precision = choose_precision(cfg)
@@ -153,7 +154,7 @@ def run_naive(job: dict, work: Path) -> dict:
 def run_qwentune(job: dict, work: Path) -> dict:
     from transformers import TrainerCallback
 
-    from qwentune.train import train
+    from qwentune.training.train import train
 
     class KeepLosses(TrainerCallback):
         losses: list[float] = []
@@ -210,7 +211,7 @@ def random_model_of_shape(name: str, target: Path) -> str:
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from qwentune.gguf_convert import EMBEDDED_MODEL, materialize
+    from qwentune.models.gguf_source import EMBEDDED_MODEL, materialize
 
     torch.manual_seed(0)
     config = Qwen2Config(**SHAPES[name], max_position_embeddings=32_768, rope_theta=1_000_000.0, rms_norm_eps=1e-6)
@@ -241,7 +242,7 @@ def child(mode: str, job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     work = Path(job["work"]) / mode
     work.mkdir(parents=True, exist_ok=True)
-    from qwentune.model import choose_precision
+    from qwentune.models.precision import choose_precision
 
     precision = choose_precision(job_config(job, work)).name
     before = matmul_peak(precision)

@@ -4,13 +4,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from qwentune.cli import main
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 OFFLINE_ENV = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
 
 

@@ -3,13 +3,9 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from qwentune.cli import main
-
-from .test_train import tiny_options
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, tiny_options
 
 
 def test_seed_train_command_offline_says_what_to_do(tmp_path):

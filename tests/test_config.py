@@ -41,10 +41,32 @@ def test_unknown_key_suggests_the_right_one_and_names_the_file(tmp_path):
 def test_unknown_section_and_misplaced_key(tmp_path):
     with pytest.raises(UserError, match="did you mean 'training'"):
         load_config(write(tmp_path, "trainig:\n  save_steps: 10\n"))
-    with pytest.raises(UserError, match="'learning_rate' belongs under 'training:'"):
-        load_config(write(tmp_path, "learning_rate: 0.1\n"))
-    with pytest.raises(UserError, match="belongs under 'lora:'"):
+    with pytest.raises(UserError, match="'lora_r' belongs under 'lora:', not 'training:'"):
         load_config(write(tmp_path, "training:\n  lora_r: 4\n"))
+
+
+def test_flat_keys_as_llamafactory_users_write_them(tmp_path):
+    """Every key name is unique, so keys may also sit at the top level, mixed with sections."""
+    cfg = load_config(write(tmp_path, "model_name_or_path: ./m\nlearning_rate: 0.1\nlora_r: 4\n"
+                                      "training:\n  save_steps: 7\n"))
+    assert (cfg.model.model_name_or_path, cfg.training.learning_rate, cfg.lora.lora_r) == ("./m", 0.1, 4)
+    assert cfg.training.save_steps == 7
+    with pytest.raises(UserError, match="'learning_rate' is set twice \\(at the top level and under 'training:'\\)"):
+        load_config(write(tmp_path, "learning_rate: 0.1\ntraining:\n  learning_rate: 0.2\n"))
+
+
+def test_every_problem_of_a_file_in_one_message(tmp_path):
+    path = write(tmp_path, "model_name_or_path: ./m\nlearnig_rate: 0.1\ntraining:\n  save_steps: many\n"
+                           "  lora_r: 4\ndata:\n  max_length: 4\n")
+    with pytest.raises(UserError) as err:
+        load_config(path, [("epochs", "3")])
+    message = str(err.value)
+    assert message.startswith("5 problems: (1) ") and "\n" not in message
+    for part in ("unknown key 'learnig_rate'; did you mean 'learning_rate'?",
+                 "training.save_steps must be an integer, got 'many'", "'lora_r' belongs under 'lora:'",
+                 "command line: unknown option --epochs", "data.max_length is 4"):
+        assert part in message, part
+    assert message.count(str(path)) == 4  # each problem names its place
 
 
 @pytest.mark.parametrize("text, message", [
@@ -83,7 +105,7 @@ def test_seed_style_overrides_and_dotted_and_flags():
 
 
 def test_override_errors():
-    with pytest.raises(UserError, match="did you mean 'learning_rate'"):
+    with pytest.raises(UserError, match="unknown option --learnin_rate; did you mean --learning_rate\\?$"):
         load_config(None, [("learnin_rate", "1")])
     with pytest.raises(UserError, match="must be a number"):
         load_config(None, [("learning_rate", "fast")])

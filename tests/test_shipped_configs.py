@@ -1,12 +1,12 @@
 """Every YAML in config/ loads and starts with the command that runs it (torchtune's rule)."""
 
-from pathlib import Path
 
 import pytest
 
 from qwentune.config import load_config
+from tests.helpers import REPO
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+CONFIG_DIR = REPO / "config"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 
 

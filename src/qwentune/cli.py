@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
-from .config import KEY_TO_SECTION, did_you_mean, load_config, parse_override_args
-from .errors import EXIT_USER_ERROR, UserError
+from .config import KEY_TO_SECTION, load_config, parse_override_args
+from .errors import EXIT_BUG, EXIT_USER_ERROR, UserError, did_you_mean
 
 # Options of `preprocess`: the data section, plus where the tokenizer comes from and the seed.
 PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
@@ -25,7 +26,7 @@ def _config_with_options(config_path: str | None, extra: list[str], allowed: lis
         name = (aliases or {}).get(name, name)
         key = name.split(".", 1)[-1]
         if key not in allowed:
-            hint = did_you_mean(key, allowed) or f" (options: {', '.join('--' + a for a in allowed)})."
+            hint = did_you_mean(key, allowed, "--") or f" (options: {', '.join('--' + a for a in allowed)})."
             raise UserError(f"{command}: unknown option --{name}{hint}")
         pairs.append((name, text))
     return load_config(config_path, pairs)
@@ -69,7 +70,7 @@ def cmd_preprocess(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int | None:
-    from .train import train
+    from .training.train import train
 
     cfg = _config_with_options(args.config, extra, list(KEY_TO_SECTION), "train")
     result = train(cfg)
@@ -78,20 +79,23 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int | None:
 
 
 def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> None:
-    from .evaluate import evaluate
+    from .evaluation.evaluate import evaluate
 
     evaluate(_config_with_options(args.config, extra, list(KEY_TO_SECTION), "evaluate"))
 
 
 INFER_KEYS = [k for k, s in KEY_TO_SECTION.items() if s in ("model", "generation")] + [
-    "adapter_path", "eval_batch_size", "system_prompt", "seed"]
+    "adapter_path", "eval_batch_size", "system_prompt", "seed", "bf16", "fp16"]
 
 
 def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
     import json
 
-    from .chat import answer_prompts, chat, read_prompts
-    from .generate import load_for_inference, merge_adapter, stream
+    from .data.convert import conversation
+    from .inference.chat import answer_prompts, chat, read_prompts
+    from .inference.generate import stream
+    from .models.load import load_for_inference
+    from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, INFER_KEYS, "inference")
 
@@ -101,21 +105,23 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
     if args.merge:
         import torch
 
-        loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path, dtype=torch.float32,
-                                    trust_remote_code=cfg.model.trust_remote_code, log=note)
+        from .export.merge import merge_adapter
+
+        # Merged in fp32 (W + BA exact), then stored in --merge_dtype.
+        loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
+                                    choose_precision(bf16=False, fp16=False), cfg.model.trust_remote_code, log=note)
         dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
         out = merge_adapter(loaded, args.merge, dtype=dtypes[args.merge_dtype])
         print(f"merged model written to {out} (loads with AutoModelForCausalLM.from_pretrained)")
         return
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
-                                trust_remote_code=cfg.model.trust_remote_code, log=note)
+                                choose_precision(cfg.training.bf16, cfg.training.fp16), cfg.model.trust_remote_code,
+                                log=note)
     system, settings, seed = cfg.data.system_prompt, cfg.generation, cfg.training.seed
     if args.prompt is not None and not args.prompts_file:
         if not args.prompt.strip():
             raise UserError("--prompt is empty; give the text to answer.")
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": args.prompt}]
-        for piece in stream(loaded, messages, settings, seed=seed):
+        for piece in stream(loaded, conversation(args.prompt, system), settings, seed=seed):
             print(piece, end="", flush=True)
         print()
     elif args.prompts_file:
@@ -136,7 +142,7 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
-    from .rating import export_sheet
+    from .evaluation.rating import export_sheet
 
     key = export_sheet(args.predictions, args.output, args.seed)
     print(f"blind sheet {args.output}: fill the score column (1-5); the key is {key} (keep it from the raters)")
@@ -145,7 +151,7 @@ def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
     import json
 
-    from .rating import import_scores
+    from .evaluation.rating import import_scores
 
     result = import_scores(args.sheet, args.key)
     for model, stats in result.items():
@@ -158,30 +164,33 @@ def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
         print(json.dumps(result, ensure_ascii=False))
 
 
-COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + ["seed", "trust_remote_code"]
+COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + [
+    "seed", "trust_remote_code", "bf16", "fp16"]
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     from pathlib import Path
 
-    from .compare import compare_batch, load_pair, load_questions
+    from .apps.compare import compare_batch, load_pair, load_questions
+    from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, COMPARE_KEYS, "model_comparison")
+    precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
     if not args.interactive and not args.questions_file:
         raise UserError("model_comparison: give --questions-file FILE (batch) or --interactive.")
     if args.interactive:
-        from .compare_interactive import Session
+        from .apps.interactive import Session
 
-        pair = load_pair(args.base_model, args.finetuned_model, cfg.model.trust_remote_code)
+        pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
         Session(pair, cfg.generation, args.system, cfg.training.seed).run()
         return
     questions = load_questions(args.questions_file)
     output = Path(args.output)
     if not output.parent.is_dir() or not os.access(output.parent, os.W_OK) or output.is_dir():
         raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
-    pair = load_pair(args.base_model, args.finetuned_model, cfg.model.trust_remote_code)
+    pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
     report = compare_batch(pair, questions, cfg.generation, args.batch_size, cfg.training.seed, args.system)
-    from .report import write_comparison
+    from .apps.report import write_comparison
 
     pages = write_comparison(report, output)
     overall = report["summary"]["overall"]
@@ -192,7 +201,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int | None:
-    from .demo import DEMO_CONFIG, run_demo
+    from .apps.demo import DEMO_CONFIG, run_demo
 
     result = run_demo(_config_with_options(str(DEMO_CONFIG), extra, list(KEY_TO_SECTION), "demo"))
     return 128 + result["interrupted_by"] if result.get("interrupted_by") else None
@@ -300,7 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:  # not the user's input: a bug of ours, shown whole
+        traceback.print_exc()
+        print(f"error: this is a bug in qwentune, not a problem with your input; please report it to the qwentune "
+              f"developers with the command you ran and the traceback above ({_versions_line()}).", file=sys.stderr)
+        return EXIT_BUG
     return code or 0
+
+
+def _versions_line() -> str:
+    from . import library_versions
+
+    return ", ".join(f"{name} {version}" for name, version in library_versions().items())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ across sections) or with its section (`--training.learning_rate 2e-4`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,7 +21,12 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import UserError
+from .data.convert import FORMATS
+from .errors import UserError, did_you_mean
+from .training.presets import HARDWARE_CHOICES
+
+# A speed-up switch: auto takes it where the device and model allow it; false turns it off; true insists.
+Switch = Literal["auto"] | bool
 
 
 @dataclass
@@ -42,7 +46,7 @@ class DataConfig:
     # A registered name (`qwentune datasets` lists them) or a local json/jsonl/csv/parquet file.
     dataset_name: str = "chinese_alpaca"
     # auto detects alpaca / sharegpt / openai / oasst1 / oasst_tree from the records.
-    dataset_format: Literal["auto", "alpaca", "sharegpt", "openai", "oasst1", "oasst_tree"] = "auto"
+    dataset_format: Literal["auto", FORMATS] = "auto"
     # Your column names for the standard ones, e.g. {instruction: question, output: answer}.
     columns: dict[str, str] = field(default_factory=dict)
     # A YAML file with extra named datasets, in the same form as the built-in registry.
@@ -94,10 +98,18 @@ class TrainingConfig:
     bf16: bool = True
     fp16: bool = False
     gradient_checkpointing: bool = False
-    # true: several examples share a row of up to max_length tokens, positions restart per example and
-    # nothing is computed for padding; false: each example its own row, padded to the longest one of a
-    # batch, batches grouped by length. Same examples per step, same loss either way.
-    packing: bool = True
+    # Speed-ups (training/speedups/); the run summary lists what ran.
+    # Packing: the examples of a micro-batch share one row, positions restart per example and nothing is
+    # computed for padding; false pads each batch to its longest example (batches grouped by length).
+    # Same examples per step, same loss either way.
+    packing: Switch = "auto"
+    # auto: qwentune_packed (sdpa per packed example) where every layer has full attention, else sdpa.
+    attn_implementation: Literal["auto", "qwentune_packed", "sdpa", "eager", "flash_attention_2"] = "auto"
+    # The loss at labelled positions only, a block at a time: the full logits tensor never exists.
+    lean_head: Switch = "auto"
+    # CPU only: fused LoRA groups, cheap LoRA dropout, RMSNorm with its own backward, kept malloc memory,
+    # packed rows in passes of at most 512 tokens.
+    cpu_kernels: Switch = "auto"
     logging_steps: int = 10
     save_steps: int = 300
     save_total_limit: int | None = 3
@@ -106,7 +118,7 @@ class TrainingConfig:
     resume_from_checkpoint: str | None = "auto"
     # A card preset (rtx3060, rtx4060ti, rtxa5000, rtx4080, rtx4090, cpu) or auto (this device's memory):
     # sets batch size, accumulation, checkpointing and 4-bit to fit, keeping the effective batch size.
-    hardware: Literal["auto", "cpu", "rtx3060", "rtx4060ti", "rtxa5000", "rtx4080", "rtx4090"] | None = None
+    hardware: Literal[HARDWARE_CHOICES] | None = None
     # One seed for the train/validation split, training and sampled generation.
     seed: int = 42
 
@@ -160,24 +172,14 @@ for _section, _cls in SECTIONS.items():
         KEY_TO_SECTION[_key] = _section
 
 
-def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def did_you_mean(option: str, options: typing.Iterable[str]) -> str:
-    """For command-line options: "; did you mean --learning_rate?" or ""."""
-    close = difflib.get_close_matches(option, list(options), n=1, cutoff=0.6)
-    return f"; did you mean --{close[0]}?" if close else ""
-
-
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _type_name(inner[0]) + " or null"
+        args = typing.get_args(tp)
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin is list:
         return "a list"
     if origin is dict:
@@ -189,10 +191,16 @@ def coerce(value: Any, tp: Any) -> Any:
     """Return `value` as type `tp`, or raise ValueError."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
+        alternatives = typing.get_args(tp)
+        if value is None and type(None) in alternatives:
             return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return coerce(value, inner)
+        for alternative in alternatives:
+            if alternative is not type(None):
+                try:
+                    return coerce(value, alternative)
+                except ValueError:
+                    continue
+        raise ValueError
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -235,44 +243,72 @@ def coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp}")
 
 
-def _set_key(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
+class Problems:
+    """The problems found in one config, reported together: one sentence for one, a numbered line for several."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def raise_if_any(self) -> None:
+        if len(self.messages) == 1:
+            raise UserError(self.messages[0])
+        if self.messages:
+            numbered = " ".join(f"({i}) {m}" for i, m in enumerate(self.messages, start=1))
+            raise UserError(f"{len(self.messages)} problems: {numbered}")
+
+
+def _set_key(cfg: Config, section: str, key: str, value: Any, where: str, problems: Problems) -> None:
     tp = _section_fields(SECTIONS[section])[key]
     try:
-        coerced = coerce(value, tp)
+        setattr(getattr(cfg, section), key, coerce(value, tp))
     except ValueError:
-        raise UserError(
-            f"{where}: {section}.{key} must be {_type_name(tp)}, got {value!r}; fix the value."
-        ) from None
-    setattr(getattr(cfg, section), key, coerced)
+        problems.add(f"{where}: {section}.{key} must be {_type_name(tp)}, got {value!r}; fix the value.")
 
 
-def _apply_mapping(cfg: Config, mapping: Any, where: str) -> None:
+def _apply_mapping(cfg: Config, mapping: Any, where: str, problems: Problems) -> None:
+    """A config file's mapping: sections (`training: {learning_rate: ...}`) and, as LLaMA-Factory users
+    write them, flat keys at the top level (`learning_rate: ...`): every key name is unique."""
     if mapping is None:
         return
     if not isinstance(mapping, dict):
-        raise UserError(f"{where}: expected sections such as 'model:' and 'training:', got {type(mapping).__name__}.")
-    for section, values in mapping.items():
-        if section not in SECTIONS:
-            if section in KEY_TO_SECTION:
-                raise UserError(
-                    f"{where}: '{section}' belongs under '{KEY_TO_SECTION[section]}:'; move it into that section."
-                )
-            raise UserError(
-                f"{where}: unknown section '{section}'{_did_you_mean(str(section), SECTIONS)}"
-                f" (sections: {', '.join(SECTIONS)})."
-            )
-        if values is None:
+        problems.add(f"{where}: expected keys such as 'learning_rate:' or sections such as 'training:', "
+                     f"got {type(mapping).__name__}.")
+        return
+    seen: dict[str, str] = {}  # key -> how it was given, to catch one key set twice
+    for name, values in mapping.items():
+        name = str(name)
+        if name in KEY_TO_SECTION:
+            pairs = [(KEY_TO_SECTION[name], name, values, "at the top level")]
+        elif name in SECTIONS:
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                problems.add(f"{where}: section '{name}' must be a mapping of keys to values.")
+                continue
+            pairs = []
+            known = _section_fields(SECTIONS[name])
+            for key, value in values.items():
+                key = str(key)
+                if key in known:
+                    pairs.append((name, key, value, f"under '{name}:'"))
+                elif key in KEY_TO_SECTION:
+                    problems.add(f"{where}: '{key}' belongs under '{KEY_TO_SECTION[key]}:', not '{name}:'; move it "
+                                 f"there (or to the top level).")
+                else:
+                    problems.add(f"{where}: unknown key '{name}.{key}'" + (did_you_mean(key, known) or "."))
+        else:
+            hint = did_you_mean(name, [*SECTIONS, *KEY_TO_SECTION])
+            problems.add(f"{where}: unknown key '{name}'" + (hint or "; the keys are listed in README.md, Configs."))
             continue
-        if not isinstance(values, dict):
-            raise UserError(f"{where}: section '{section}' must be a mapping of keys to values.")
-        known = _section_fields(SECTIONS[section])
-        for key, value in values.items():
-            if key not in known:
-                hint = _did_you_mean(str(key), known)
-                if not hint and key in KEY_TO_SECTION:
-                    hint = f"; it belongs under '{KEY_TO_SECTION[key]}:'"
-                raise UserError(f"{where}: unknown key '{section}.{key}'{hint}.")
-            _set_key(cfg, section, key, value, where)
+        for section, key, value, how in pairs:
+            if key in seen:
+                problems.add(f"{where}: '{key}' is set twice ({seen[key]} and {how}); keep one.")
+                continue
+            seen[key] = how
+            _set_key(cfg, section, key, value, where, problems)
 
 
 def parse_override_args(args: list[str]) -> list[tuple[str, str]]:
@@ -297,35 +333,42 @@ def parse_override_args(args: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def apply_overrides(cfg: Config, pairs: list[tuple[str, str]], where: str = "command line") -> None:
+def apply_overrides(cfg: Config, pairs: list[tuple[str, str]], problems: Problems, where: str = "command line") -> None:
+    """Command-line `--key value` pairs (from parse_override_args), by plain or dotted key name."""
     for name, text in pairs:
         if "." in name:
             section, key = name.split(".", 1)
             if section not in SECTIONS or key not in _section_fields(SECTIONS[section]):
-                raise UserError(f"{where}: unknown option --{name}{_did_you_mean(name, _all_dotted())}.")
+                problems.add(f"{where}: unknown option --{name}" + (did_you_mean(name, _all_dotted(), "--") or "."))
+                continue
         elif name in KEY_TO_SECTION:
             section, key = KEY_TO_SECTION[name], name
         else:
-            raise UserError(f"{where}: unknown option --{name}{_did_you_mean(name, KEY_TO_SECTION)}.")
+            problems.add(f"{where}: unknown option --{name}" + (did_you_mean(name, KEY_TO_SECTION, "--") or "."))
+            continue
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
         if _section_fields(SECTIONS[section])[key] in (str, str | None) and value is not None:
             value = text  # keep strings verbatim: `--output_dir 001` is a path, not the number 1
-        _set_key(cfg, section, key, value, f"{where} (--{name})")
+        _set_key(cfg, section, key, value, f"{where} (--{name})", problems)
 
 
 def _all_dotted() -> list[str]:
     return [f"{section}.{key}" for key, section in KEY_TO_SECTION.items()]
 
 
-def validate(cfg: Config, where: str) -> None:
-    """Reject settings that cannot work together, with the fix in the message."""
+def validate(cfg: Config, where: str, problems: Problems | None = None) -> None:
+    """Settings that cannot work together, each with the fix in its message: added to `problems`, or
+    raised as one UserError when no `problems` is given. Every entry point (config file, command line,
+    interactive command) comes through here."""
     d, lora, t, g = cfg.data, cfg.lora, cfg.training, cfg.generation
+    own = problems is None
+    problems = problems or Problems()
 
-    def fail(message: str) -> typing.NoReturn:
-        raise UserError(f"{where}: {message}")
+    def fail(message: str) -> None:
+        problems.add(f"{where}: {message}")
 
     if d.max_length < 16:
         fail(f"data.max_length is {d.max_length}; it must be at least 16 tokens to hold a prompt and a reply.")
@@ -365,13 +408,21 @@ def validate(cfg: Config, where: str) -> None:
         fail("generation.temperature must be positive when do_sample is true; set do_sample: false for greedy.")
     if not 0 < g.top_p <= 1:
         fail("generation.top_p must be in (0, 1].")
+    if g.repetition_penalty <= 0:
+        fail("generation.repetition_penalty must be positive (1.0 means none).")
     if not cfg.eval.metrics:
         fail("eval.metrics is empty; list at least one of perplexity, bleu, rouge.")
+    if own:
+        problems.raise_if_any()
 
 
 def load_config(path: str | Path | None = None, overrides: list[tuple[str, str]] | None = None) -> Config:
-    """Defaults, then the YAML file, then the overrides; validated as a whole."""
+    """Defaults, then the YAML file, then the overrides; validated as a whole. Every problem found, in
+    the file and on the command line, is reported in one UserError."""
+    from .fsutil import read_text
+
     cfg = Config()
+    problems = Problems()
     where = "defaults"
     if path is not None:
         path = Path(path)
@@ -379,16 +430,17 @@ def load_config(path: str | Path | None = None, overrides: list[tuple[str, str]]
         if not path.is_file():
             raise UserError(f"{path}: config file not found; check the path (shipped configs are in config/).")
         try:
-            mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+            mapping = yaml.safe_load(read_text(path))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""
             raise UserError(f"{path}:{line} is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax.") from None
-        _apply_mapping(cfg, mapping, where)
+        _apply_mapping(cfg, mapping, where, problems)
     if overrides:
-        apply_overrides(cfg, overrides)
+        apply_overrides(cfg, overrides, problems)
         where = f"{where} with command-line overrides"
-    validate(cfg, where)
+    validate(cfg, where, problems)
+    problems.raise_if_any()
     return cfg
 
 

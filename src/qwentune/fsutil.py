@@ -1,4 +1,5 @@
-"""Write outputs so that a crash or a bad input never leaves a half-written result.
+"""Files: read text the one way (UTF-8, a BOM allowed, anything else one clear error), and write
+outputs so that a crash or a bad input never leaves a half-written result.
 
 Everything is written under a temporary name next to the target and renamed into
 place only when complete (a rename within one directory is atomic on POSIX).
@@ -7,12 +8,32 @@ place only when complete (a rename within one directory is atomic on POSIX).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import UserError
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The text of a UTF-8 file (a leading BOM, as Excel and Notepad write, is dropped; .gz is unpacked).
+
+    Raises UserError naming the file and the line of the first byte that is not UTF-8 (a file saved
+    as GBK, say); FileNotFoundError and other OSErrors are the caller's to word.
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise UserError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8.") from None
 
 
 @contextlib.contextmanager

@@ -5,9 +5,8 @@ import pytest
 from qwentune.data.convert import convert_records
 from qwentune.data.readers import read_records
 from qwentune.data.tokenize import IGNORE_INDEX, KEPT, tokenize_batch
-from qwentune.tokenizer import control_tokens, end_of_turn_token
-
-from ..conftest import real_sample
+from qwentune.models.tokenizer import control_tokens, end_of_turn_token
+from tests.helpers import real_sample
 
 # file -> (format, records in, conversations out, skipped)
 EXPECTED = {

@@ -1,10 +1,17 @@
 import pytest
 
 from qwentune.data.collate import pad_batch
-from qwentune.data.tokenize import (DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, IGNORE_INDEX, KEPT, TRUNCATED,
-                                    tokenize_batch, truncate)
+from qwentune.data.tokenize import (
+    DROPPED_CONTROL_TEXT,
+    DROPPED_NO_REPLY,
+    IGNORE_INDEX,
+    KEPT,
+    TRUNCATED,
+    tokenize_batch,
+    truncate,
+)
 from qwentune.errors import UserError
-from qwentune.tokenizer import control_tokens, end_of_turn_token, prepare_tokenizer
+from qwentune.models.tokenizer import control_tokens, end_of_turn_token, prepare_tokenizer
 
 SINGLE = [{"role": "user", "content": "法国的首都是哪里？"}, {"role": "assistant", "content": "法国的首都是巴黎。"}]
 MULTI = [

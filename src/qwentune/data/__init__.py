@@ -1,1 +1,5 @@
-"""The data path: registry -> read -> convert -> tokenize -> split, each step a small module."""
+"""The data path: registry -> sources -> readers -> convert (+ oasst) -> tokenize -> collate, and
+preprocess, which runs the chain and writes the splits. Each step is a small module of pure functions.
+
+May import: config, errors, fsutil, models.tokenizer (preprocess only), datasets, pyarrow.
+"""

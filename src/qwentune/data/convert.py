@@ -175,6 +175,13 @@ def _openai(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
 PER_RECORD = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai}
 
 
+def conversation(prompt: str, system: str | None = None, history: list[dict[str, str]] = ()) -> list[dict[str, str]]:
+    """The messages to answer `prompt` in the internal format: a system turn when `system` is given,
+    the earlier turns, then the user's prompt."""
+    return ([{"role": "system", "content": system}] if system else []) + list(history) + [
+        {"role": "user", "content": prompt}]
+
+
 def convert_records(
     records: list[dict[str, Any]],
     fmt: str = "auto",

@@ -20,7 +20,7 @@ from .. import __version__
 from ..config import DataConfig
 from ..errors import UserError
 from ..fsutil import atomic_output_dir, write_json
-from ..tokenizer import control_tokens, end_of_turn_token, load_tokenizer
+from ..models.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
 from . import sources
 from .convert import convert_records
 from .readers import read_records

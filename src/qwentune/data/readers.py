@@ -71,6 +71,8 @@ def _json_document(path: Path, text: str) -> list[dict[str, Any]]:
 
 
 def _arrow_records(path: Path, kind: str) -> list[dict[str, Any]]:
+    import pyarrow as pa
+
     try:
         if kind == "csv":
             import pyarrow.csv as pacsv
@@ -80,7 +82,7 @@ def _arrow_records(path: Path, kind: str) -> list[dict[str, Any]]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for unreadable files
+    except (OSError, pa.ArrowException) as exc:  # unreadable, or not a valid CSV / Parquet file
         raise UserError(f"{path}: cannot read this {kind} file ({str(exc).splitlines()[0]}); check that it is valid.") from None
     return table.to_pylist()
 

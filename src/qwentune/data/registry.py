@@ -14,13 +14,12 @@ in the same form:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,8 @@ def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
             raise UserError(f"{path}: entry '{name}' must be a mapping with 'hub_id' or 'file'.")
         for key in spec:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(allowed)})."
-                raise UserError(f"{path}: entry '{name}' has unknown key '{key}'{hint}")
+                hint = did_you_mean(key, allowed) or f" (allowed: {', '.join(allowed)})"
+                raise UserError(f"{path}: entry '{name}' has unknown key '{key}'{hint}.")
         if bool(spec.get("hub_id")) == bool(spec.get("file")):
             raise UserError(f"{path}: entry '{name}' needs exactly one of 'hub_id' or 'file'.")
         if spec.get("file"):
@@ -106,9 +104,8 @@ def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
 
 
 def unknown_dataset_error(name: str, registry: dict[str, DatasetEntry]) -> UserError:
-    close = difflib.get_close_matches(name, list(registry), n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
+    hint = did_you_mean(name, registry)
     return UserError(
-        f"unknown dataset '{name}': {hint}known names are {', '.join(registry)}; "
+        f"unknown dataset '{name}'{hint + ' Known' if hint else '; known'} names are {', '.join(registry)}; "
         f"or give a local .json/.jsonl/.csv/.parquet file, or a hub id like owner/name."
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import atomic_output_file
-from ..hub import require_hub
+from ..models.hub import require_hub
 from .readers import SUFFIXES
 from .registry import DatasetEntry, load_registry, unknown_dataset_error
 
@@ -44,7 +44,9 @@ def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = Fa
 
     try:
         dataset = datasets.load_dataset(entry.hub_id, entry.subset, split=entry.split)
-    except Exception as exc:  # hub errors come in many types; the message is what helps
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as exc:
+        # Network and hub errors are OSError (huggingface_hub, httpx), a bad split or subset ValueError;
+        # a dataset that is missing, gated or fails to build is one of datasets' own errors.
         raise UserError(
             f"could not download dataset '{entry.hub_id}' (split {entry.split}): {str(exc).splitlines()[0]}"
         ) from None

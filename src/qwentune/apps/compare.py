@@ -1,0 +1,174 @@
+"""Base vs fine-tuned: the same questions, the same generation settings, side by side.
+
+When the fine-tuned side is a LoRA adapter only one copy of the base weights is loaded:
+the base answers with the adapter switched off. A merged fine-tuned model is loaded as
+a second model.
+
+Questions file: a JSON list whose items are strings, or objects with `question` and
+optional `reference`, `category` and `system`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import GenerationConfig
+from ..data.convert import conversation
+from ..errors import UserError
+from ..inference.generate import answer_all
+from ..models.load import LoadedModel, load_for_inference
+from ..models.precision import Precision
+
+SIDES = ("base", "finetuned")
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    reference: str | None = None
+    category: str = "general"
+    system: str | None = None
+
+    def messages(self, default_system: str | None = None) -> list[dict[str, str]]:
+        return conversation(self.question, self.system or default_system)
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: questions file not found; see docs/model_comparison_guide.md for the format.")
+    from ..data.readers import parse_json
+
+    items = parse_json(path)
+    if not isinstance(items, list) or not items:
+        raise UserError(f"{path}: expected a non-empty JSON list of questions (strings or objects with 'question').")
+    questions = []
+    for index, item in enumerate(items):
+        where = f"{path}: item {index}"
+        if isinstance(item, str):
+            item = {"question": item}
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
+            raise UserError(f"{where} needs a non-empty 'question' text (or be a plain string).")
+        unknown = set(item) - {"question", "reference", "category", "system"}
+        if unknown:
+            raise UserError(f"{where} has unknown field(s) {', '.join(sorted(unknown))}; "
+                            f"use question, reference, category, system.")
+        for key in ("reference", "category", "system"):
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise UserError(f"{where}: '{key}' must be text.")
+        questions.append(Question(item["question"].strip(), item.get("reference") or None,
+                                  item.get("category") or "general", item.get("system") or None))
+    return questions
+
+
+@dataclass
+class Pair:
+    """What a comparison needs: who answers for each side, and how."""
+
+    base: LoadedModel
+    finetuned: LoadedModel
+
+    @property
+    def shared(self) -> bool:
+        return self.base is self.finetuned
+
+    def model_and_switch(self, side: str) -> tuple[LoadedModel, bool]:
+        """(model, adapter on?) for a side."""
+        if side == "base":
+            return self.base, False
+        return self.finetuned, True
+
+
+def load_pair(base: str, finetuned: str, precision: Precision | None = None, trust_remote_code: bool = False,
+              log=print) -> Pair:
+    """Both sides; with an adapter, one loaded base serves both (precision: see load_for_inference)."""
+    loaded = load_for_inference(base, finetuned, precision, trust_remote_code, log=log)
+    if loaded.has_adapter:
+        return Pair(loaded, loaded)  # one copy of the weights: the adapter switched off is the base
+    alone = load_for_inference(base, None, precision, trust_remote_code, log=log)
+    alone.tokenizer = loaded.tokenizer  # the same chat template on both sides: the one the model was tuned with
+    return Pair(alone, loaded)
+
+
+def _sentence_scores(prediction: str, reference: str) -> dict[str, float]:
+    import sacrebleu
+
+    from ..evaluation.metrics import rouge
+
+    scores = rouge([prediction], [reference])
+    return {"bleu_4": round(sacrebleu.sentence_bleu(prediction, [reference], tokenize="zh").score, 2),
+            "rouge_1": round(scores["rouge_1"], 2), "rouge_l": round(scores["rouge_l"], 2)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per side and per category: answers, mean new tokens, stop rate, and metric means where references exist."""
+    def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"questions": len(rows), "with_reference": sum(r["reference"] is not None for r in rows)}
+        for side in SIDES:
+            answers = [r[side] for r in rows]
+            side_stats = {"mean_new_tokens": _mean([a["new_tokens"] for a in answers]),
+                          "stopped_by_itself": _mean([float(a["stopped"]) for a in answers])}
+            for metric in ("bleu_4", "rouge_1", "rouge_l"):
+                side_stats[metric] = _mean([a["scores"][metric] for a in answers if a.get("scores")])
+            out[side] = side_stats
+        return out
+
+    categories = sorted({r["category"] for r in results})
+    return {"overall": block(results),
+            "by_category": {c: block([r for r in results if r["category"] == c]) for c in categories}}
+
+
+def compare_batch(pair: Pair, questions: list[Question], settings: GenerationConfig, batch_size: int = 32,
+                  seed: int = 42, system: str | None = None) -> dict[str, Any]:
+    """Answer every question on both sides (batched), score against references, summarize."""
+    answers: dict[str, list] = {}
+    timing: dict[str, float] = {}
+    conversations = [q.messages(system) for q in questions]
+    for side in SIDES:
+        model, adapter = pair.model_and_switch(side)
+        started = time.perf_counter()
+        answers[side] = answer_all(model, conversations, settings, batch_size, adapter, seed, desc=f"{side} answers")
+        timing[side] = time.perf_counter() - started
+
+    results = []
+    for index, question in enumerate(questions):
+        row: dict[str, Any] = {"id": index, "category": question.category, "question": question.question,
+                               "reference": question.reference, "system": question.system or system}
+        for side in SIDES:
+            answer = answers[side][index]
+            row[side] = {"answer": answer.text, "new_tokens": answer.new_tokens, "seconds": round(answer.seconds, 3),
+                         "tokens_per_second": round(answer.new_tokens / answer.seconds, 1) if answer.seconds else None,
+                         "stopped": answer.stopped,
+                         "scores": _sentence_scores(answer.text, question.reference) if question.reference else None}
+        results.append(row)
+
+    corpus = {}
+    with_reference = [r for r in results if r["reference"]]
+    if with_reference:
+        from ..evaluation.metrics import text_metrics
+
+        for side in SIDES:
+            corpus[side] = text_metrics([r[side]["answer"] for r in with_reference],
+                                        [r["reference"] for r in with_reference])
+    return {
+        "models": {"base": pair.base.description["base"],
+                   "finetuned": pair.finetuned.description.get("finetuned"),
+                   "finetuned_kind": pair.finetuned.description["kind"],
+                   "one_base_copy": pair.shared,
+                   "dtype": pair.finetuned.description["dtype"], "device": pair.finetuned.description["device"]},
+        "generation": asdict(settings) | {"seed": seed, "batch_size": batch_size, "system_prompt": system},
+        "timing": {side: {"seconds": round(timing[side], 2),
+                          "new_tokens": sum(a.new_tokens for a in answers[side]),
+                          "tokens_per_second": round(sum(a.new_tokens for a in answers[side]) / timing[side], 1)
+                          if timing[side] else None} for side in SIDES},
+        "summary": summarize(results),
+        "corpus_metrics": corpus,
+        "results": results,
+    }

@@ -1,0 +1,73 @@
+"""`qwentune demo`: the whole path offline on the embedded SmolLM2-135M-Instruct.
+
+prepare data/demo -> LoRA training -> perplexity, BLEU and ROUGE of base and fine-tuned on the
+held-out split -> side-by-side answers to the demo questions -> HTML report and a printed table.
+Everything runs from config/demo.yaml (the same job `scripts/train.py --config config/demo.yaml` runs),
+with any key overridable on the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..shipped import shipped_file
+
+DEMO_CONFIG = shipped_file("config", "demo.yaml")
+DEMO_QUESTIONS = shipped_file("demo", "questions.json")
+DEMO_DATA_PREFIX = "data/demo/"  # how config/demo.yaml names the demo's files
+ROWS = [("perplexity (held out)", "perplexity", "lower is better"), ("ROUGE-L", "rouge_l", "0-100"),
+        ("BLEU-4", "bleu_4", "0-100"), ("stops by itself", "stopped_by_itself", "share of answers")]
+
+
+def anchored(cfg: Config) -> Config:
+    """The demo's data files found where qwentune ships them, so `qwentune demo` works from any directory
+    (a data/demo/ file in the current directory, if there is one, wins)."""
+    for section, key in (("data", "dataset_name"), ("eval", "eval_dataset")):
+        value = getattr(getattr(cfg, section), key)
+        if value and value.startswith(DEMO_DATA_PREFIX) and not Path(value).exists():
+            setattr(getattr(cfg, section), key, str(shipped_file("demo", value[len(DEMO_DATA_PREFIX):])))
+    return cfg
+
+
+def summary_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
+    lines = [f"{'':<24}{'base':>10}{'fine-tuned':>13}", "-" * 47]
+    for label, key, _ in ROWS:
+        lines.append(f"{label:<24}{base[key]:>10}{tuned[key]:>13}")
+    return "\n".join(lines)
+
+
+def run_demo(cfg: Config, log=print) -> dict[str, Any]:
+    from ..evaluation.evaluate import eval_conversations, evaluate_side
+    from ..models.load import load_for_inference
+    from ..models.precision import choose_precision
+    from ..training.train import train
+    from .compare import Pair, compare_batch, load_questions
+    from .report import write_comparison
+
+    started = time.perf_counter()
+    cfg = anchored(cfg)
+    log("1/4 training a LoRA adapter on data/demo/train.jsonl")
+    result = train(cfg, log=log)
+    if result.interrupted_by:
+        return {"interrupted_by": result.interrupted_by}
+    log("2/4 evaluating base and fine-tuned on the held-out split")
+    loaded = load_for_inference(cfg.model.model_name_or_path, str(result.output_dir),
+                                choose_precision(cfg.training.bf16, cfg.training.fp16), log=log)
+    conversations, _ = eval_conversations(cfg)
+    base, _ = evaluate_side(loaded, conversations, cfg, adapter=False, label="base")
+    tuned, _ = evaluate_side(loaded, conversations, cfg, adapter=True, label="fine-tuned")
+    log("3/4 answering the demo questions side by side")
+    report = compare_batch(Pair(loaded, loaded), load_questions(DEMO_QUESTIONS), cfg.generation,
+                           cfg.eval.eval_batch_size, cfg.training.seed)
+    output = Path(cfg.training.output_dir).parent / "comparison_results.json"
+    pages = write_comparison(report, output)
+    log("4/4 done in %.1f min\n" % ((time.perf_counter() - started) / 60))
+    log(summary_table(base, tuned))
+    for row in report["results"][:2]:
+        log(f"\nQ: {row['question']}\n  base:       {row['base']['answer'][:160]!r}\n"
+            f"  fine-tuned: {row['finetuned']['answer'][:160]!r}")
+    log(f"\nreport: {pages[1]}  (open it in a browser)\nadapter: {result.output_dir}")
+    return {"base": base, "finetuned": tuned, "report": str(pages[1]), "minutes": (time.perf_counter() - started) / 60}

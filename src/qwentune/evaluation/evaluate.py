@@ -1,0 +1,166 @@
+"""Evaluate a base model, an adapter or a merged model: perplexity, BLEU and ROUGE -> JSON, JSONL, Markdown.
+
+Each evaluation example is a conversation whose last message is the reference reply; the
+model answers the conversation up to it. Perplexity is computed on the reply tokens of the
+whole conversation, masked exactly as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..errors import UserError
+from ..fsutil import atomic_output_dir, write_json
+from ..inference.generate import answer_all
+
+METRICS = ("perplexity", "bleu", "rouge")
+
+
+def eval_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], str]:
+    """The evaluation conversations and where they came from (first eval.max_eval_samples)."""
+    import datasets
+
+    source = cfg.eval.eval_dataset
+    processed = Path(source) if source else Path(cfg.data.processed_dir)
+    if (processed / "stats.json").is_file():
+        if not (processed / "validation").is_dir():
+            raise UserError(f"{processed}: has no validation split; preprocess with --val_size, or set "
+                            f"eval.eval_dataset to a dataset or file.")
+        conversations = datasets.load_from_disk(str(processed / "validation"))["messages"]
+        label = str(processed / "validation")
+    elif source is None:
+        raise UserError(f"{processed}: no preprocessed data here; run data/preprocess.py first, or set "
+                        f"eval.eval_dataset to a dataset name or file.")
+    else:
+        from ..data import sources
+        from ..data.convert import convert_records
+        from ..data.readers import read_records
+
+        data = cfg.data
+        found = sources.resolve(source, data.dataset_format, data.columns, data.dataset_registry, data.cache_dir)
+        converted = convert_records(read_records(found.path), found.format, found.columns, found.label,
+                                    data.system_prompt, data.languages)
+        conversations = [c["messages"] for c in converted.conversations]
+        label = found.label
+    conversations = [c for c in conversations if c and c[-1]["role"] == "assistant"]
+    if not conversations:
+        raise UserError(f"{label}: the evaluation set has no reference replies (no conversation ends with an "
+                        f"assistant message); evaluation needs them.")
+    if cfg.eval.max_eval_samples:
+        conversations = conversations[: cfg.eval.max_eval_samples]
+    return conversations, label
+
+
+def reply_perplexity(loaded, conversations, max_length: int, batch_size: int, adapter: bool = True,
+                     desc: str = "perplexity") -> dict[str, float]:
+    from ..data.collate import pad_batch
+    from ..data.tokenize import tokenize_batch
+    from ..models.tokenizer import control_tokens, end_of_turn_token
+    from .metrics import perplexity, reply_nll
+
+    tokenizer = loaded.tokenizer
+    tokens = tokenize_batch({"messages": conversations}, tokenizer, max_length, end_of_turn_token(tokenizer),
+                            control_tokens(tokenizer))
+    rows = [{"input_ids": i, "labels": l} for i, l, s in zip(tokens["input_ids"], tokens["labels"], tokens["status"])
+            if not s.startswith("dropped")]
+    total, count = 0.0, 0
+    with loaded.adapter(adapter):
+        for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
+            batch = pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id)
+            nll, n = reply_nll(loaded.model, {k: v.to(loaded.model.device) for k, v in batch.items()})
+            total, count = total + nll, count + n
+    return {"perplexity": round(perplexity(total, count), 4), "reply_tokens": count}
+
+
+def evaluate_side(loaded, conversations, cfg: Config, adapter: bool = True, label: str = "") -> tuple[dict, list]:
+    """Metrics and per-example rows for one model (or one side of a base/adapter pair)."""
+    from .metrics import text_metrics
+
+    metrics: dict[str, Any] = {"examples": len(conversations)}
+    wanted = cfg.eval.metrics
+    if "perplexity" in wanted:
+        metrics.update(reply_perplexity(loaded, conversations, cfg.data.max_length, cfg.eval.eval_batch_size,
+                                        adapter, desc=f"perplexity {label}".strip()))
+    rows = []
+    if "bleu" in wanted or "rouge" in wanted:
+        prompts = [c[:-1] for c in conversations]
+        references = [c[-1]["content"] for c in conversations]
+        answers = answer_all(loaded, prompts, cfg.generation, cfg.eval.eval_batch_size, adapter,
+                             cfg.training.seed, desc=f"generating {label}".strip())
+        predictions = [a.text for a in answers]
+        for key, value in text_metrics(predictions, references).items():
+            family = key.split("_")[0]  # bleu_4 -> bleu, rouge_l -> rouge; llamafactory_compatible stays
+            if family not in METRICS or family in wanted:
+                metrics[key] = value
+        metrics["stopped_by_itself"] = round(sum(a.stopped for a in answers) / len(answers), 4)
+        rows = [{"prompt": p, "reference": r, "prediction": a.text, "new_tokens": a.new_tokens, "stopped": a.stopped}
+                for p, r, a in zip(prompts, references, answers)]
+    return metrics, rows
+
+
+def summary_markdown(result: dict[str, Any], rows: list[dict]) -> str:
+    m = result["metrics"]
+    lines = [f"# Evaluation: {result['model']['finetuned'] or result['model']['base']}", "",
+             f"- base model: `{result['model']['base']}`",
+             f"- fine-tuned: `{result['model']['finetuned'] or 'none (base model)'}` ({result['model']['kind']})",
+             f"- data: `{result['dataset']}`, {m['examples']} examples",
+             f"- generation: {', '.join(f'{k}={v}' for k, v in result['generation'].items())}", "",
+             "| metric | value |", "|---|---:|"]
+    for key in ("perplexity", "reply_tokens", "bleu_4", "bleu_4_sentence_mean", "rouge_1", "rouge_2", "rouge_l",
+                "stopped_by_itself"):
+        if key in m:
+            lines.append(f"| {key} | {m[key]} |")
+    if "llamafactory_compatible" in m:
+        lines += ["", "LLaMA-Factory-compatible: " + ", ".join(f"{k} {v}" for k, v in m["llamafactory_compatible"].items())]
+    if rows:
+        lines += ["", "## First examples", ""]
+        for row in rows[:5]:
+            lines += [f"**Prompt:** {row['prompt'][-1]['content']}", "", f"**Reference:** {row['reference']}", "",
+                      f"**Prediction:** {row['prediction']}", "", "---", ""]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(cfg: Config, log=print) -> Path:
+    """Run the evaluation cfg describes; return the output directory."""
+    from .. import library_versions
+    from ..models.load import load_for_inference
+    from ..models.precision import choose_precision
+
+    unknown = [m for m in cfg.eval.metrics if m not in METRICS]
+    if unknown:
+        raise UserError(f"eval.metrics: unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}.")
+    conversations, dataset_label = eval_conversations(cfg)
+    loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
+                                choose_precision(cfg.training.bf16, cfg.training.fp16),
+                                cfg.model.trust_remote_code, log=log)
+    log(f"evaluating on {len(conversations)} examples from {dataset_label}")
+    started = time.perf_counter()
+    metrics, rows = evaluate_side(loaded, conversations, cfg)
+    result = {
+        "model": loaded.description,
+        "dataset": dataset_label,
+        "metrics": metrics,
+        "generation": asdict(cfg.generation) | {"seed": cfg.training.seed},
+        "seconds": round(time.perf_counter() - started, 1),
+        "versions": library_versions(),
+    }
+    name = time.strftime("%Y%m%d-%H%M%S") + "-" + (Path(loaded.description["finetuned"]).name
+                                                    if loaded.description["finetuned"] else "base")
+    out = Path(cfg.eval.eval_output_dir) / name
+    with atomic_output_dir(out) as tmp:
+        write_json(tmp / "metrics.json", result)
+        with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (tmp / "summary.md").write_text(summary_markdown(result, rows), encoding="utf-8")
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    log("  ".join(f"{k} {v}" for k, v in shown.items()))
+    log(f"results in {out}")
+    return out

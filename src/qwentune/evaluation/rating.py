@@ -1,0 +1,112 @@
+"""Blind human rating: export answers to a sheet without model names, import the scores, compare.
+
+The sheet (CSV for spreadsheets, or JSONL) has one row per answer in shuffled order:
+item, prompt, answer, model (a code like M1), score (1-5, to fill in), comment.
+The codes are resolved only by the key file written next to it (<sheet>.key.json), so raters
+do not know which model wrote what; keep the key away from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import statistics
+from pathlib import Path
+
+from ..errors import UserError
+from ..fsutil import atomic_output_file, write_json
+
+COLUMNS = ["item", "prompt", "answer", "model", "score", "comment"]
+SCALE = (1, 5)
+
+
+def _prompt_text(prompt) -> str:
+    if isinstance(prompt, list):  # a conversation: show its last user message
+        return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+    return str(prompt)
+
+
+def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42) -> Path:
+    """Write the blind sheet and its key; return the key's path."""
+    sheet = Path(sheet)
+    if sheet.suffix.lower() not in (".csv", ".jsonl"):
+        raise UserError(f"{sheet}: the sheet must be a .csv or .jsonl file.")
+    rows, key = [], {}
+    for number, name in enumerate(prediction_files, start=1):
+        path = Path(name)
+        if path.is_dir():
+            path = path / "predictions.jsonl"
+        if not path.is_file():
+            raise UserError(f"{path}: predictions file not found (evaluation writes predictions.jsonl).")
+        code = f"M{number}"
+        key[code] = str(path)
+        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{line_number}: not valid JSON ({exc.msg}).") from None
+            answer = record.get("prediction", record.get("answer"))
+            if answer is None:
+                raise UserError(f"{path}:{line_number}: no 'prediction' or 'answer' field.")
+            rows.append({"prompt": _prompt_text(record.get("prompt", record.get("question", ""))), "answer": answer,
+                         "model": code})
+    if not rows:
+        raise UserError("the predictions files hold no answers to rate.")
+    random.Random(seed).shuffle(rows)
+    rows = [{"item": index, **row, "score": "", "comment": ""} for index, row in enumerate(rows, start=1)]
+    with atomic_output_file(sheet, encoding="utf-8", newline="") as handle:
+        if sheet.suffix.lower() == ".csv":
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    key_path = sheet.with_name(sheet.name + ".key.json")
+    write_json(key_path, key)
+    return key_path
+
+
+def _read_sheet(sheet: Path) -> list[dict]:
+    if not sheet.is_file():
+        raise UserError(f"{sheet}: rating sheet not found.")
+    if sheet.suffix.lower() == ".csv":
+        with open(sheet, encoding="utf-8-sig", newline="") as handle:
+            return list(csv.DictReader(handle))
+    from ..data.readers import read_records
+
+    return read_records(sheet)
+
+
+def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict:
+    """Scores per model from a filled sheet: count, mean and standard deviation on the 1-5 scale."""
+    sheet = Path(sheet)
+    key_path = Path(key_file) if key_file else sheet.with_name(sheet.name + ".key.json")
+    if not key_path.is_file():
+        raise UserError(f"{key_path}: key file not found; it was written next to the sheet by the export.")
+    key = json.loads(key_path.read_text(encoding="utf-8"))
+    scores: dict[str, list[float]] = {code: [] for code in key}
+    for row_number, row in enumerate(_read_sheet(sheet), start=2):
+        raw = str(row.get("score") or "").strip()
+        if not raw:
+            continue  # not rated (yet)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if value is None or not SCALE[0] <= value <= SCALE[1]:
+            raise UserError(f"{sheet}: row {row_number} has score '{raw}'; use a number from {SCALE[0]} to {SCALE[1]}.")
+        code = str(row.get("model", ""))
+        if code not in key:
+            raise UserError(f"{sheet}: row {row_number} names model '{code}', which the key does not know.")
+        scores[code].append(value)
+    if not any(scores.values()):
+        raise UserError(f"{sheet}: no scores filled in yet; put 1-5 in the score column.")
+    return {
+        key[code]: {"rated": len(values), "mean": round(statistics.mean(values), 3) if values else None,
+                    "stdev": round(statistics.stdev(values), 3) if len(values) > 1 else None}
+        for code, values in scores.items()
+    }

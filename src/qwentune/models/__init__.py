@@ -1,0 +1,29 @@
+"""Models: where one comes from (source, hub, gguf_source), the precision it runs in, its tokenizer
+and chat template, the one loading path (load), and the LoRA / QLoRA wrap (lora).
+
+May import: config, errors, fsutil, torch, transformers, peft, huggingface_hub, gguf. Not data/,
+training/ or anything above.
+"""
+
+import sys
+
+
+def import_peft():
+    """Import peft with bitsandbytes hidden, unless one of them is imported already; returns peft.
+
+    peft (0.21) imports bitsandbytes in peft/helpers.py whenever it is installed, though its LoRA code
+    imports it lazily. bitsandbytes then loads torch's compiler (3.3 s more per command, measured) and,
+    on CPUs with avx512_bf16, logs that an optional `kernels` package is missing. Hidden, peft's import
+    sets its module-level `bnb` to None and caches nothing, so when 4-bit is asked for later in the same
+    process, `import bitsandbytes` (models/load.py) and peft's 4-bit LoRA layers work as usual.
+    """
+    if "peft" not in sys.modules and "bitsandbytes" not in sys.modules:
+        sys.modules["bitsandbytes"] = None  # `import bitsandbytes` raises ImportError while this is set
+        try:
+            import peft  # noqa: F401
+        finally:
+            if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+                del sys.modules["bitsandbytes"]
+    import peft
+
+    return peft

@@ -1,0 +1,137 @@
+"""The one way qwentune loads a model: for training, for answering, for evaluating and for comparing.
+
+Every caller resolves the source once (source.py), chooses a precision once (precision.py) and comes
+here. For answering, a LoRA adapter is attached to the base rather than merged into it, so one copy
+of the base weights serves both sides of a comparison: with the adapter switched off, the very same
+weights are exactly the base model (tested bit for bit), at no extra memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..fsutil import numbered_checkpoints
+from . import import_peft
+from .precision import Precision, choose_precision
+from .source import resolve_model_source
+from .tokenizer import load_tokenizer, stop_token_ids
+
+
+def load_model(source: str, precision: Precision, *, quantization=None, attn_implementation: str = "sdpa",
+               trust_remote_code: bool = False):
+    """AutoModelForCausalLM from a resolved `source` (see resolve_model_source), on precision.device in
+    precision.dtype; `quantization` is a transformers BitsAndBytesConfig or None. UserError when the
+    files cannot be read as a causal LM."""
+    from transformers import AutoModelForCausalLM
+
+    device = precision.device
+    if device == "cuda":  # one card per process under torchrun / accelerate launch
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=precision.dtype, quantization_config=quantization, trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation, device_map={"": device} if quantization is not None else None)
+    except (OSError, ValueError) as exc:  # missing or unreadable files, an unknown architecture
+        raise UserError(f"cannot load model '{source}' ({str(exc).splitlines()[0]}); check --model_name_or_path.") from None
+    if quantization is None:
+        model.to(device)
+    return model
+
+
+def quantization_config(use_4bit: bool, precision: Precision):
+    """NF4 with double quantization (the QLoRA recipe, bitsandbytes); None without use_4bit."""
+    if not use_4bit:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError('model.use_4bit needs bitsandbytes: pip install -e ".[qlora]", or set use_4bit: false.') from None
+    if precision.device == "mps":
+        raise UserError("model.use_4bit is not supported on Apple MPS by bitsandbytes; set use_4bit: false.")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = precision.dtype if precision.dtype != torch.float16 or precision.device == "cuda" else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to answer: the base, base + adapter, or a merged model, with its tokenizer."""
+
+    model: object
+    tokenizer: object
+    has_adapter: bool
+    description: dict = field(default_factory=dict)  # what was loaded, for reports
+
+    @property
+    def stop_ids(self) -> list[int]:
+        return stop_token_ids(self.tokenizer)
+
+    @contextlib.contextmanager
+    def adapter(self, enabled: bool):
+        """Run the block with the adapter on (the fine-tuned model) or off (the base model)."""
+        if not enabled and self.description.get("kind") == "merged":
+            raise UserError("a merged model has no adapter to switch off; load the base model separately.")
+        if enabled or not self.has_adapter:
+            yield
+        else:
+            with self.model.disable_adapter():
+                yield
+
+
+def find_adapter(path: str | Path) -> tuple[str, Path, str]:
+    """What a fine-tuned path holds: ("adapter" | "merged", directory, how it was chosen).
+
+    A training output directory gives its final adapter, else the best checkpoint by eval loss
+    (from run_summary.json), else the newest checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: not found; give an adapter directory, a training output directory or a model.")
+    if (path / "adapter_config.json").is_file():
+        return "adapter", path, "the adapter in this directory"
+    if (path / "config.json").is_file():
+        return "merged", path, "a full (merged) model"
+    summary_file = path / "run_summary.json"
+    if summary_file.is_file():
+        best = json.loads(summary_file.read_text(encoding="utf-8")).get("best_checkpoint")
+        if best and (Path(best) / "adapter_config.json").is_file():
+            return "adapter", Path(best), "the best checkpoint by eval loss"
+    candidates = [p for p in numbered_checkpoints(path) if (p / "adapter_config.json").is_file()]
+    if candidates:
+        return "adapter", candidates[-1], "the newest checkpoint (no final adapter yet)"
+    raise UserError(f"{path}: holds no adapter (adapter_config.json), checkpoint or model; check the path.")
+
+
+def load_for_inference(base: str, finetuned: str | None = None, precision: Precision | None = None,
+                       trust_remote_code: bool = False, log=print) -> LoadedModel:
+    """The base model, with the fine-tuned adapter attached when `finetuned` is an adapter
+    (precision: default choose_precision(), bf16 where the hardware has it)."""
+    precision = precision or choose_precision()
+    kind, location, how = find_adapter(finetuned) if finetuned else ("base", None, "")
+    source = str(location) if kind == "merged" else resolve_model_source(base)
+    # The tokenizer saved with the adapter (qwentune saves it) wins; a bare adapter uses the base's.
+    has_own_tokenizer = location is not None and (location / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(location) if has_own_tokenizer else source, trust_remote_code)
+    model = load_model(source, precision, trust_remote_code=trust_remote_code)
+    if kind == "adapter":
+        try:
+            model = import_peft().PeftModel.from_pretrained(model, str(location))
+        except (RuntimeError, ValueError, KeyError) as exc:  # shapes or module names that do not match the base
+            raise UserError(
+                f"{location}: this adapter does not fit base model '{base}' ({str(exc).splitlines()[0][:200]}); "
+                f"give the base model it was trained on (see base_model_name_or_path in adapter_config.json)."
+            ) from None
+    if finetuned:
+        log(f"fine-tuned side: {how}: {location}")
+    model.eval()
+    return LoadedModel(model, tokenizer, kind == "adapter",
+                       {"base": base, "finetuned": str(location) if location else None, "kind": kind,
+                        "dtype": str(precision.dtype).replace("torch.", ""), "device": precision.device})

@@ -1,0 +1,238 @@
+"""LoRA / QLoRA training, top to bottom: data -> model -> speed-ups -> Trainer -> final adapter and summary.
+
+The loop itself is transformers' Trainer (gradient accumulation, fused AdamW, cosine schedule,
+checkpoints with optimizer / scheduler / RNG / data position). What qwentune adds is around
+it: the data pipeline, precision per device, the device's speed-ups (speedups/), safe checkpoints
+(a marker says a checkpoint is complete; resume skips half-written ones), a graceful Ctrl-C /
+SIGTERM, and an output directory a person can read (outputs.py).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import library_versions
+from ..config import Config, save_config
+from ..errors import UserError
+from ..fsutil import write_json
+from .callbacks import GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
+from .outputs import RUN_CONFIG, RUN_SUMMARY, check_output_dir, plot_loss, resolve_resume, save_final
+from .processes import check_launcher_fits_device, main_process_first
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    interrupted_by: int | None  # signal number when stopped early, else None
+    summary: dict[str, Any]
+    model: Any = None  # the trained PeftModel, for callers that go on to evaluate it
+
+
+def peak_memory_bytes(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    try:
+        import resource
+
+        scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except ImportError:  # Windows
+        import psutil
+
+        return getattr(psutil.Process().memory_info(), "peak_wset", 0)
+
+
+def training_arguments(cfg: Config, precision, packing: bool, has_validation: bool):
+    """transformers TrainingArguments for cfg; precision: models.precision.Precision."""
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        # Padding only: similar lengths in one batch waste less on padding.
+        train_sampling_strategy="random" if packing else "group_by_length",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_validation else "no",
+        eval_steps=t.eval_steps if has_validation else None,
+        metric_for_best_model="eval_loss" if has_validation else None,
+        greater_is_better=False if has_validation else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to="none",  # TensorBoard is added explicitly, writing to training.logging_dir
+        disable_tqdm=True,  # LiveProgress draws one bar with loss, lr and tokens/s
+        include_num_input_tokens_seen="non_padding",
+        prediction_loss_only=True,  # evaluation needs the loss only, never the full logits
+        remove_unused_columns=False,
+        dataloader_num_workers=0,  # workers fork on POSIX and spawn slowly on Windows; tokenized data is cheap
+        use_cpu=precision.device == "cpu",
+    )
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of processes other than the main one."""
+
+
+def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
+    """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks."""
+    from accelerate import PartialState
+    from transformers import AutoConfig, PrinterCallback, set_seed
+    from transformers.integrations import TensorBoardCallback
+
+    from ..data.preprocess import load_or_preprocess
+    from ..models.load import load_model, quantization_config
+    from ..models.lora import apply_lora, count_parameters
+    from ..models.precision import choose_precision
+    from ..models.source import resolve_model_source
+    from ..models.tokenizer import load_tokenizer
+    from .memory import GB, ModelShape, check_fits, plan_for
+    from .speedups import attention_implementation, choose_speedups
+    from .trainer import QwentuneTrainer, make_collator
+
+    # Everything a user can get wrong is checked before the model is loaded.
+    source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
+    tokenizer_name = cfg.model.tokenizer_name or source
+    precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
+    check_launcher_fits_device(precision.device)
+    # Under torchrun / accelerate launch this joins the process group (gloo on CPU); alone it is a
+    # no-op. It must say cpu=True on CPU, as the Trainer's own state will, or several CPU processes
+    # would each train alone. Only the main process prints and writes files.
+    process = PartialState(cpu=precision.device == "cpu")
+    main = process.is_main_process
+    if not main:
+        log = _quiet
+    tokenizer = load_tokenizer(tokenizer_name, cfg.model.trust_remote_code)
+    with main_process_first(process):  # the main process tokenizes and caches; the others load its cache
+        splits, data_stats = load_or_preprocess(cfg.data, tokenizer_name, tokenizer, cfg.training.seed, log)
+    train_set = splits["train"].select_columns(["input_ids", "labels"])
+    eval_set = splits["validation"].select_columns(["input_ids", "labels"]) if "validation" in splits else None
+
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code))
+    longest = min(cfg.data.max_length, data_stats["tokens"]["length"]["max"])
+    cfg = plan_for(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
+    out = Path(cfg.training.output_dir)
+    check_output_dir(cfg)
+    if len(train_set) < cfg.training.per_device_train_batch_size:
+        raise UserError(
+            f"the training split has {len(train_set)} examples, fewer than one batch "
+            f"({cfg.training.per_device_train_batch_size}); lower per_device_train_batch_size or add data."
+        )
+    estimate = check_fits(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
+
+    set_seed(cfg.training.seed)  # the adapter's random init, too, must repeat for a given seed
+    base = load_model(source, precision, quantization=quantization_config(cfg.model.use_4bit, precision),
+                      trust_remote_code=cfg.model.trust_remote_code)
+    base.config.use_cache = False  # no KV cache while training (and padding-free packing needs it off)
+    model = apply_lora(base, cfg)
+    speedups = choose_speedups(cfg.training, precision.device, model, cfg.data.max_length)
+    trainable, total = count_parameters(model)
+    log(f"model {cfg.model.model_name_or_path}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable "
+        f"(LoRA r={cfg.lora.lora_r}), {precision.name} on {precision.device}"
+        + (", 4-bit NF4 base" if cfg.model.use_4bit else ""))
+    log(f"speed-ups: {speedups.describe()}")
+    log(f"data: {len(train_set)} training examples"
+        + (f", {len(eval_set)} validation" if eval_set is not None else "")
+        + f"; {cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps * process.num_processes}"
+        f" examples per optimizer step")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / RUN_CONFIG)
+        writer = SummaryWriter(log_dir=cfg.training.logging_dir)
+    stop = GracefulStop()
+    trainer = QwentuneTrainer(
+        model=model,
+        args=training_arguments(cfg, precision, speedups.packing, eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=make_collator(speedups.packing, tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        speedups=speedups,
+        callbacks=[ThroughputAndPerplexity(), *([TensorBoardCallback(writer)] if writer else []), LiveProgress(),
+                   MarkCheckpointComplete(), stop, *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
+    with main_process_first(process):  # the main process removes half-written checkpoints first
+        resume = resolve_resume(cfg, log)
+    started = time.perf_counter()
+    stop.install()
+    try:
+        with attention_implementation(model.get_base_model(), speedups.attn_implementation):
+            trainer.train(resume_from_checkpoint=resume)
+    finally:
+        stop.uninstall()
+        if writer is not None:
+            writer.close()
+        if trainer.lean_loss is not None:
+            trainer.lean_loss.remove()  # the returned model goes on to evaluate and generate without it
+    seconds = time.perf_counter() - started
+
+    state = trainer.state
+    train_losses = [e["loss"] for e in state.log_history if "loss" in e]
+    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
+    summary = {
+        "status": "interrupted" if stop.received else "finished",
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "seconds": round(seconds, 1),
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
+        "peak_memory_gb": round(peak_memory_bytes(precision.device) / GB, 2),
+        "estimated_peak_memory_gb": round(estimate / GB, 2) if estimate else None,
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "best_eval_loss": min(eval_losses) if eval_losses else None,
+        "best_checkpoint": state.best_model_checkpoint,
+        "precision": precision.name,
+        "speedups": speedups.as_dict(),
+        "device": precision.device,
+        "parameters": {"total": total, "trainable": trainable},
+        "data": {"train_examples": len(train_set), "validation_examples": len(eval_set) if eval_set else 0,
+                 "source": data_stats["settings"].get("source")},
+        "versions": library_versions(),
+    }
+    if not main:
+        return TrainResult(out, stop.received, summary, trainer.model)
+    plot_loss(state.log_history, out / "loss_curve.png")
+    if stop.received:
+        log(f"stopped at step {state.global_step}; checkpoint saved in {out}. Run the same command to resume.")
+        write_json(out / RUN_SUMMARY, summary)
+        return TrainResult(out, stop.received, summary, trainer.model)
+    save_final(trainer, tokenizer, out, summary)
+    log(
+        f"done in {seconds / 60:.1f} min: {state.global_step} steps, {summary['tokens_seen']} tokens "
+        f"({summary['tokens_per_second']} tokens/s), peak memory {summary['peak_memory_gb']} GB"
+        + (f" (estimated {summary['estimated_peak_memory_gb']} GB)" if estimate else "")
+    )
+    if summary["best_eval_loss"] is not None:
+        log(f"best eval loss {summary['best_eval_loss']:.4f} at {summary['best_checkpoint']}")
+    log(f"adapter saved in {out}; loss curve {out / 'loss_curve.png'}; TensorBoard: "
+        f"tensorboard --logdir {cfg.training.logging_dir}")
+    return TrainResult(out, None, summary, trainer.model)
