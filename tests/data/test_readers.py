@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from qwentune.data.convert import convert_records
 from qwentune.data.readers import read_records
 from qwentune.errors import UserError
 
@@ -22,8 +23,7 @@ def test_json_array_jsonl_gz_csv_parquet_and_directory(tmp_path):
     (tmp_path / "f.json").write_text("\n".join(json.dumps(r) for r in ROWS), encoding="utf-8")  # JSONL named .json
     for name in ("a.json", "b.jsonl", "d.parquet", "e.jsonl.gz", "f.json"):
         assert read_records(tmp_path / name) == ROWS, name
-    assert [{k: str(v) for k, v in r.items()} for r in read_records(tmp_path / "c.csv")] == [
-        {k: str(v) for k, v in r.items()} for r in ROWS]
+    assert read_records(tmp_path / "c.csv") == ROWS  # "4" stays text: a CSV is read as text, not typed
     assert len(read_records(tmp_path)) == 6 * len(ROWS)
 
 
@@ -62,3 +62,81 @@ def test_missing_file_and_empty_directory(tmp_path):
         read_records(tmp_path / "nope.json")
     with pytest.raises(UserError, match="no .json"):
         read_records(tmp_path)
+
+
+def test_csv_cells_are_text_and_empty_cells_are_null(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text('question,answer,note\nWhat is 2+2?,4,\n"Say ""hi"", twice",007,NA\n'
+                    '"Two lines, please","line 1\nline 2",null\n', encoding="utf-8")
+    assert read_records(path) == [
+        {"question": "What is 2+2?", "answer": "4", "note": None},
+        {"question": 'Say "hi", twice', "answer": "007", "note": "NA"},
+        {"question": "Two lines, please", "answer": "line 1\nline 2", "note": "null"}]
+    converted = convert_records(read_records(path), columns={"instruction": "question", "output": "answer"})
+    assert [c["messages"][-1]["content"] for c in converted.conversations] == ["4", "007", "line 1\nline 2"]
+
+
+def test_csv_saved_by_excel_with_a_bom_reads(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("instruction,input,output\r\n你好,,你好。\r\n".encode("utf-8-sig"))
+    assert read_records(path) == [{"instruction": "你好", "input": None, "output": "你好。"}]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("instruction,output\na,b\nc,d,e\n", r"bad.csv:3: the row has 3 field\(s\) but the header has 2; fix that row"),
+    ("instruction,output\na\n", r"bad.csv:2: the row has 1 field\(s\) but the header has 2"),
+    ("instruction,output,instruction\na,b,c\n", r"bad.csv:1: the header names column 'instruction' twice"),
+])
+def test_malformed_csv_names_the_line(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        read_records(path)
+
+
+GBK_CSV = "instruction,input,output\nSay hi,,Hi.\n你好,,你好。\n"
+
+
+@pytest.mark.parametrize("name, text", [
+    ("gbk.csv", GBK_CSV),
+    ("gbk.jsonl", '{"instruction": "Say hi", "output": "Hi."}\n{"instruction": "你好", "output": "你好。"}\n'),
+    ("gbk.json", '[{"instruction": "Say hi", "output": "Hi."},\n {"instruction": "你好", "output": "你好。"}]\n'),
+    ("gbk.jsonl.gz", '{"instruction": "Say hi", "output": "Hi."}\n{"instruction": "你好", "output": "你好。"}\n'),
+])
+def test_a_file_in_another_encoding_is_one_error_about_the_file(tmp_path, name, text):
+    """Not "record 1: 'instruction' must be text, got bytes" (record 1 is plain ASCII): the file, its line, the fix."""
+    path = tmp_path / name
+    raw = text.encode("gbk")
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    line = 3 if name.endswith(".csv") else 2
+    with pytest.raises(UserError) as caught:
+        convert_records(read_records(path), source=str(path))
+    assert str(caught.value) == f"{path}: not UTF-8 text (line {line}); save it as UTF-8."
+    with pytest.raises(UserError, match=r"gbk\.\w+(\.gz)?: not UTF-8 text"):  # also inside a directory
+        read_records(tmp_path)
+
+
+def test_csv_with_a_long_answer_reads(tmp_path):
+    path = tmp_path / "long.csv"
+    answer = "很长的回答。" * 50_000  # 300,000 characters: over the csv module's default cell limit
+    path.write_text(f"instruction,output\n总结这本书,{answer}\n", encoding="utf-8")
+    assert read_records(path) == [{"instruction": "总结这本书", "output": answer}]
+
+
+def test_oasst1_rows_saved_as_csv_convert_like_the_json_rows(tmp_path):
+    """A CSV is all text: "False" must not read as a deleted message, nor "10" rank before "9"."""
+    import csv
+
+    from tests.data.test_convert import oasst_tree_rows
+
+    rows = oasst_tree_rows()
+    rows[2]["rank"], rows[3]["rank"] = 10, 9  # the second best answer, then the best: as text "10" < "9"
+    path = tmp_path / "oasst1.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:  # what pandas' to_csv writes: True, False, ""
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    from_csv = convert_records(read_records(path), "oasst1", languages=["en"])
+    from_json = convert_records(rows, "oasst1", languages=["en"])
+    assert from_csv.conversations == from_json.conversations and from_csv.skipped == from_json.skipped
+    assert from_json.conversations[0]["messages"][1]["content"] == "Best answer: photosynthesis."

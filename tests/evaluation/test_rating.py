@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 
 import pytest
@@ -16,26 +17,41 @@ def predictions(path, answers):
     return path
 
 
+# The answers do not name their model, so a model name or path anywhere in the sheet was put there by the export.
+BASE_ANSWERS = ["苹果是红的。", "The sky is blue.", "水在零度结冰。", "Cats purr.", "四加四等于八。", "Paris."]
+TUNED_ANSWERS = ["苹果多为红色或绿色。", "Blue: air scatters blue light most.", "水在零摄氏度结冰。",
+                 "Cats purr when content.", "4 + 4 = 8。", "The capital of France is Paris."]
+
+
 def test_blind_sheet_round_trip(tmp_path, capsys):
-    base = predictions(tmp_path / "base", ["base answer 0", "base answer 1"])
-    tuned = predictions(tmp_path / "tuned", ["tuned answer 0", "tuned answer 1"])
+    base = predictions(tmp_path / "base", BASE_ANSWERS)
+    tuned = predictions(tmp_path / "tuned", TUNED_ANSWERS)
     sheet = tmp_path / "sheet.csv"
     assert main(["rating", "export", "--predictions", str(base), str(tuned), "--output", str(sheet)]) == 0
-    with open(sheet, encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 4 and {r["model"] for r in rows} == {"M1", "M2"}
-    assert not any("base" in value or "tuned" in value for r in rows for value in (r["model"], r["item"]))
-    assert {r["prompt"] for r in rows} == {"问题 0", "问题 1"}
-    # A rater who likes the tuned answers: 5 for them, 2 for the base ones; one left unrated.
+    text = sheet.read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(rows) == 12 and {r["model"] for r in rows} == {"M1", "M2"}
+    assert sorted(r["answer"] for r in rows) == sorted(BASE_ANSWERS + TUNED_ANSWERS)
+    assert {r["prompt"] for r in rows} == {f"问题 {i}" for i in range(6)}
+    # Blind: no cell says which file an answer came from; only the key does.
+    for revealing in ("base", "tuned", "predictions.jsonl", str(tmp_path)):
+        assert revealing not in text, revealing
+    assert json.loads((tmp_path / "sheet.csv.key.json").read_text(encoding="utf-8")) == {
+        "M1": str(base / "predictions.jsonl"), "M2": str(tuned / "predictions.jsonl")}
+    # ... and the order does not give it away either: not one model's answers, then the other's.
+    codes = [r["model"] for r in rows]
+    assert codes not in (sorted(codes), sorted(codes, reverse=True))
+    # A rater who likes the tuned answers: 5 for all of them, 2 and 3 for two base ones, the rest left unrated.
     for row in rows:
-        row["score"] = "5" if row["answer"].startswith("tuned") else ("2" if row["answer"].endswith("0") else "")
+        row["score"] = "5" if row["answer"] in TUNED_ANSWERS else {BASE_ANSWERS[0]: "2", BASE_ANSWERS[1]: "3"}.get(
+            row["answer"], "")
     with open(sheet, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     result = import_scores(sheet)
-    assert result[str(tuned / "predictions.jsonl")] == {"rated": 2, "mean": 5.0, "stdev": 0.0}
-    assert result[str(base / "predictions.jsonl")] == {"rated": 1, "mean": 2.0, "stdev": None}
+    assert result[str(tuned / "predictions.jsonl")] == {"rated": 6, "mean": 5.0, "stdev": 0.0}
+    assert result[str(base / "predictions.jsonl")] == {"rated": 2, "mean": 2.5, "stdev": 0.707}
 
 
 def test_bad_scores_and_missing_files(tmp_path):
@@ -50,3 +66,62 @@ def test_bad_scores_and_missing_files(tmp_path):
         export_sheet([str(tmp_path / "nope")], tmp_path / "s.csv")
     with pytest.raises(UserError, match="key file not found"):
         import_scores(sheet, tmp_path / "missing.key.json")
+
+
+def filled_sheet(tmp_path, suffix):
+    """An exported sheet with every answer scored 4, as a rater would save it (not yet written back)."""
+    base = predictions(tmp_path / "base", ["苹果是红的。", "Paris."])
+    sheet = tmp_path / f"sheet{suffix}"
+    export_sheet([str(base)], sheet)
+    if suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8"), newline="")))
+    else:
+        rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
+    return sheet, [{**row, "score": "4"} for row in rows]
+
+
+def write_csv(rows):
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle.getvalue()
+
+
+def test_sheet_saved_by_excel_as_csv_utf8_with_a_bom_imports(tmp_path):
+    sheet, rows = filled_sheet(tmp_path, ".csv")
+    sheet.write_bytes(write_csv(rows).encode("utf-8-sig"))
+    assert import_scores(sheet)[str(tmp_path / "base" / "predictions.jsonl")]["rated"] == 2
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_sheet_saved_in_another_encoding_names_the_file_and_line(tmp_path, suffix):
+    sheet, rows = filled_sheet(tmp_path, suffix)
+    text = write_csv(rows) if suffix == ".csv" else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    sheet.write_bytes(text.encode("gbk"))  # what Excel's plain "CSV" does on a Chinese Windows
+    first_chinese_line = next(n for n, line in enumerate(text.splitlines(), start=1) if not line.isascii())
+    with pytest.raises(UserError) as caught:
+        import_scores(sheet)
+    assert str(caught.value) == f"{sheet}: not UTF-8 text (line {first_chinese_line}); save it as UTF-8."
+
+
+def test_predictions_and_key_in_another_encoding_or_broken_name_the_file(tmp_path):
+    base = predictions(tmp_path / "base", ["Hi.", "你好。"])
+    path = base / "predictions.jsonl"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("gbk"))
+    with pytest.raises(UserError) as caught:
+        export_sheet([str(base)], tmp_path / "s.csv")
+    assert str(caught.value) == f"{path}: not UTF-8 text (line 1); save it as UTF-8."  # "问题 0" is on line 1
+
+    sheet, rows = filled_sheet(tmp_path / "other", ".jsonl")
+    key = sheet.with_name(sheet.name + ".key.json")
+    key.write_bytes('{\n  "M1": "结果/predictions.jsonl"\n}\n'.encode("gbk"))
+    with pytest.raises(UserError) as caught:
+        import_scores(sheet)
+    assert str(caught.value) == f"{key}: not UTF-8 text (line 2); save it as UTF-8."
+    key.write_text('{\n  "M1": \n}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"sheet.jsonl.key.json:3: not valid JSON"):
+        import_scores(sheet)
+    key.write_text('["M1"]', encoding="utf-8")
+    with pytest.raises(UserError, match="not a rating key"):
+        import_scores(sheet)

@@ -4,6 +4,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from qwentune.errors import UserError
 from tests.helpers import QA, REPO
 
 
@@ -37,7 +40,7 @@ def test_inference_and_evaluation_bad_input(trained, tiny_model_dir, tmp_path, c
     cases = [
         (["infer", *common, "--prompts_file", str(empty)], "the prompts file is empty"),
         (["evaluate", "--config", "config/eval_config.yaml", *common, "--metrics", "bleu,meteor",
-          "--eval_dataset", str(trained / "qa.jsonl")], "unknown metric meteor"),
+          "--eval_dataset", str(trained / "qa.jsonl")], "eval.metrics: unknown metric 'meteor'; choose from perplexity"),
         (["infer", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(tmp_path)], "holds no adapter"),
     ]
     broken = tmp_path / "prompts.json"
@@ -52,3 +55,35 @@ def test_inference_and_evaluation_bad_input(trained, tiny_model_dir, tmp_path, c
         assert main(argv) == 2, argv
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, last
+
+
+def test_prompts_file_with_a_bom_loses_the_bom(tmp_path):
+    from qwentune.inference.chat import read_prompts
+
+    path = tmp_path / "prompts.txt"
+    path.write_bytes("你好\nWhat is 2+2?\n".encode("utf-8-sig"))  # Notepad's "UTF-8 with BOM"
+    assert read_prompts(path) == ["你好", "What is 2+2?"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("prompts.txt", "Say hi\n你好\n"),
+    ("prompts.json", '["Say hi",\n "你好"]'),
+    ("prompts.jsonl", '{"prompt": "Say hi"}\n{"prompt": "你好"}\n'),
+])
+def test_prompts_file_in_another_encoding_names_the_file_and_line(tmp_path, name, text):
+    from qwentune.inference.chat import read_prompts
+
+    path = tmp_path / name
+    path.write_bytes(text.encode("gbk"))
+    with pytest.raises(UserError) as caught:
+        read_prompts(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text (line 2); save it as UTF-8."
+
+
+def test_prompts_json_item_that_is_not_a_prompt_is_named(tmp_path):
+    from qwentune.inference.chat import read_prompts
+
+    path = tmp_path / "prompts.json"
+    path.write_text('["one", 2]', encoding="utf-8")
+    with pytest.raises(UserError, match="item 2 is neither a string nor an object"):
+        read_prompts(path)

@@ -7,10 +7,12 @@ onto these, which covers custom formats.
 
 What is fatal and what is skipped (and counted in the stats):
 - fatal (UserError naming the record): a record without a field its format requires,
-  or a field of the wrong type - the file is not what it claims to be;
+  or a field of the wrong type (a number, bool, list or object where text belongs: str()
+  would train the model on text nobody wrote) - the file is not what it claims to be;
 - skipped: a record that is well-formed but teaches nothing - an empty reply, Alpaca's
   `<nooutput>` marker, no assistant turn, turns out of order, empty turns, roles we do
   not train on (tools, functions); deleted / unreviewed / orphan oasst1 messages.
+  A null text field is empty, exactly like "" (never the text "None").
 Message contents are stripped of surrounding whitespace: templates add their own
 separators, and a leading newline would blur where the reply starts.
 """
@@ -70,17 +72,24 @@ def _rename_columns(records: list[dict[str, Any]], columns: dict[str, str], sour
     return [{**rec, **{ours: rec.get(theirs) for ours, theirs in columns.items()}} for rec in records]
 
 
-def _text(record: dict[str, Any], key: str, where: str, required: bool = True) -> str:
-    value = record.get(key)
+def _checked_text(value: Any, what: str, where: str) -> str:
+    """The text of one text field, not stripped; a null is "" (an empty turn, skipped like one).
+
+    Raises UserError for any other type: str() would turn 4 into "4" but also a list into its repr,
+    and the model would be trained on text nobody wrote. `what` names the field, e.g. "'output'".
+    """
     if value is None:
-        if required and key not in record:
-            raise UserError(f"{where}: has no '{key}' field; fix the record, or map your column with data.columns.")
         return ""
     if not isinstance(value, str):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{where}: '{key}' must be text, got {type(value).__name__}; fix the record.")
-    return value.strip()
+        raise UserError(f"{where}: {what} must be text, got {type(value).__name__}; fix the record.")
+    return value
+
+
+def _text(record: dict[str, Any], key: str, where: str, required: bool = True) -> str:
+    """A field's stripped text; raises UserError when a required field is missing or any field is not text."""
+    if required and key not in record:
+        raise UserError(f"{where}: has no '{key}' field; fix the record, or map your column with data.columns.")
+    return _checked_text(record.get(key), f"'{key}'", where).strip()
 
 
 def _normalize(messages: list[dict[str, str]], system: str) -> list[dict[str, str]] | str:
@@ -104,6 +113,21 @@ def _normalize(messages: list[dict[str, str]], system: str) -> list[dict[str, st
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
+def _alpaca_history(history: Any, where: str) -> list[dict[str, str]]:
+    """The earlier turns of an Alpaca record; a null prompt or reply becomes an empty turn, which
+    _normalize skips. Raises UserError when history is not [prompt, reply] pairs of text."""
+    if history is None or history == "":  # a null or an empty CSV cell: no earlier turns
+        return []
+    if not isinstance(history, list) or any(not isinstance(t, (list, tuple)) or len(t) != 2 for t in history):
+        raise UserError(f"{where}: 'history' must be a list of [prompt, reply] pairs; fix the record.")
+    messages = []
+    for number, (old_prompt, old_reply) in enumerate(history, start=1):
+        messages += [
+            {"role": "user", "content": _checked_text(old_prompt, f"'history' pair {number} prompt", where).strip()},
+            {"role": "assistant", "content": _checked_text(old_reply, f"'history' pair {number} reply", where).strip()}]
+    return messages
+
+
 def _alpaca(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
     instruction = _text(record, "instruction", where)
     query = _text(record, "input", where, required=False)
@@ -111,6 +135,9 @@ def _alpaca(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
     if isinstance(output, list):
         raise UserError(f"{where}: 'output' is a list (ranking data?); supervised fine-tuning needs one text reply.")
     output = _text(record, "output", where)
+    # Every field is checked before any skip, so a wrong type is reported even in a record that is skipped.
+    history = _alpaca_history(record.get("history"), where)
+    system = _text(record, "system", where, required=False)
     if not output:
         return "empty_reply"
     if output.startswith("<nooutput>"):  # Stanford Alpaca's "cannot be answered" artefact
@@ -118,15 +145,8 @@ def _alpaca(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
     prompt = "\n".join(part for part in (instruction, query) if part)
     if not prompt:
         return "empty_prompt"
-    messages = []
-    history = record.get("history") or []
-    if not isinstance(history, list) or any(not isinstance(t, (list, tuple)) or len(t) != 2 for t in history):
-        raise UserError(f"{where}: 'history' must be a list of [prompt, reply] pairs.")
-    for old_prompt, old_reply in history:
-        messages += [{"role": "user", "content": str(old_prompt).strip()},
-                     {"role": "assistant", "content": str(old_reply).strip()}]
-    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
-    return _normalize(messages, _text(record, "system", where, required=False))
+    messages = history + [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
+    return _normalize(messages, system)
 
 
 def _turns(record: dict[str, Any], where: str, fmt: str) -> list[Any]:
@@ -139,40 +159,69 @@ def _turns(record: dict[str, Any], where: str, fmt: str) -> list[Any]:
     return turns
 
 
-def _content_text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content.strip()
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text").strip()
-    if content is None:
-        return ""
-    raise UserError(f"{where}: a message's content must be text, got {type(content).__name__}.")
+def _content_parts_text(parts: list[Any], what: str, where: str) -> str:
+    """OpenAI content parts: the text ones joined (images and audio are not trained on).
+
+    Raises UserError for a part that is not an object, or a text part whose 'text' is not text.
+    """
+    texts = []
+    for number, part in enumerate(parts, start=1):
+        if not isinstance(part, dict):
+            raise UserError(f"{where}: {what} part {number} must be an object, got {type(part).__name__}; "
+                            f"fix the record.")
+        if part.get("type") == "text":
+            texts.append(_checked_text(part.get("text"), f"{what} part {number} 'text'", where))
+    return "".join(texts)
 
 
 def _sharegpt(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
-    messages = []
-    for turn in _turns(record, where, "sharegpt"):
+    messages, unsupported = [], False
+    # Every turn is checked before a skip, so a wrong type is reported even in a record that is skipped.
+    for number, turn in enumerate(_turns(record, where, "sharegpt"), start=1):
         if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise UserError(f"{where}: every turn needs 'from' and 'value' (ShareGPT format).")
-        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
-        if role is None:
-            return "unsupported_role"
-        messages.append({"role": role, "content": _content_text(turn["value"], where)})
-    return _normalize(messages, _text(record, "system", where, required=False))
+            raise UserError(f"{where}: every turn needs 'from' and 'value' (ShareGPT format); fix the record.")
+        role = SHAREGPT_ROLES.get(_checked_text(turn["from"], f"turn {number} 'from'", where).lower())
+        content = _checked_text(turn["value"], f"turn {number} 'value'", where).strip()
+        unsupported = unsupported or role is None
+        messages.append({"role": role, "content": content})
+    system = _text(record, "system", where, required=False)
+    return "unsupported_role" if unsupported else _normalize(messages, system)
 
 
 def _openai(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
-    messages = []
-    for turn in _turns(record, where, "openai"):
+    messages, unsupported = [], False
+    for number, turn in enumerate(_turns(record, where, "openai"), start=1):
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise UserError(f"{where}: every message needs 'role' and 'content' (OpenAI messages format).")
-        if turn["role"] not in ("system", "user", "assistant"):
-            return "unsupported_role"
-        messages.append({"role": turn["role"], "content": _content_text(turn["content"], where)})
-    return _normalize(messages, _text(record, "system", where, required=False))
+            raise UserError(f"{where}: every message needs 'role' and 'content' (OpenAI messages format); "
+                            f"fix the record.")
+        role = _checked_text(turn["role"], f"message {number} 'role'", where)
+        what = f"message {number} 'content'"
+        content = turn["content"]
+        content = _content_parts_text(content, what, where) if isinstance(content, list) else _checked_text(
+            content, what, where)
+        unsupported = unsupported or role not in ("system", "user", "assistant")
+        messages.append({"role": role, "content": content.strip()})
+    system = _text(record, "system", where, required=False)
+    return "unsupported_role" if unsupported else _normalize(messages, system)
 
 
 PER_RECORD = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai}
+
+
+def _oasst_rows(records: list[dict[str, Any]], fmt: str, source: str) -> list[dict[str, Any]]:
+    """Flat oasst1 message rows (a tree export is flattened record by record, to name the record).
+
+    Raises UserError naming the record (in a tree, also the message) whose 'text' is not text;
+    a null 'text' stays, and oasst skips it as an empty message.
+    """
+    rows = []
+    for index, record in enumerate(records):
+        messages = oasst.flatten_tree_export([record]) if fmt == "oasst_tree" else [record]
+        for message in messages:
+            what = f"'text' of message {message.get('message_id')}" if fmt == "oasst_tree" else "'text'"
+            _checked_text(message.get("text"), what, f"{source}: record {index + 1}")
+        rows += messages
+    return rows
 
 
 def conversation(prompt: str, system: str | None = None, history: list[dict[str, str]] = ()) -> list[dict[str, str]]:
@@ -207,7 +256,7 @@ def convert_records(
 
     result = Converted(conversations=[], format=fmt, records_in=len(records))
     if fmt in ("oasst1", "oasst_tree"):
-        rows = oasst.flatten_tree_export(records) if fmt == "oasst_tree" else records
+        rows = _oasst_rows(records, fmt, source)
         for index, row in enumerate(rows[:1]):
             for key in ("message_id", "text", "role"):
                 if key not in row:

@@ -34,19 +34,37 @@ def flatten_tree_export(trees: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
 
 def _usable(row: dict[str, Any]) -> str | None:
     """Why a message cannot be used, or None."""
-    if row.get("deleted"):
+    if _flag(row.get("deleted")):
         return "deleted_messages"
-    if row.get("review_result") is False:
+    if _flag(row.get("review_result")) is False:
         return "failed_review_messages"
-    if not str(row.get("text") or "").strip():
+    text = row.get("text")  # text or null: convert rejects other types rather than train on str(5)
+    if text is None or not text.strip():
         return "empty_messages"
     if row.get("role") not in ROLE:
         return "unknown_role_messages"
     return None
 
 
+def _flag(value: Any) -> Any:
+    """deleted / review_result: a bool, or (from a CSV file, read as text) "True" / "False"; "" is unknown."""
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return value
+
+
+def _rank(value: Any) -> Any:
+    """A reply's rank: a number, or (from a CSV file, read as text) its digits; "" or other text is unranked."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return value
+
+
 def _rank_key(row: dict[str, Any], position: int) -> tuple:
-    rank = row.get("rank")
+    rank = _rank(row.get("rank"))
     # Unranked replies (a prompt with one reply, or ranking never done) come after ranked ones.
     return (rank is None or rank != rank, rank if rank is not None and rank == rank else 0, position)
 

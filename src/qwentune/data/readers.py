@@ -2,16 +2,21 @@
 
 A malformed JSON line is fatal and named by file and line: silently skipping it would
 hide a broken export. JSON files may hold either one array or one object per line.
+Text files are decoded by fsutil.read_text, so a file in another encoding (GBK, Latin-1)
+is one error about the file, not a wrong-type error about some record. Every CSV column
+is text (an empty cell is a null): guessing types would turn the answer "4" into the number 4.
 """
 
 from __future__ import annotations
 
-import gzip
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fsutil import read_text
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".json.gz", ".jsonl.gz")
 
@@ -19,15 +24,6 @@ SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".json.gz", ".jsonl.gz")
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), path.suffix.lower())
-
-
-def _read_text(path: Path) -> str:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig") as handle:
-            return handle.read()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8.") from None
 
 
 def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
@@ -48,8 +44,11 @@ def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
 
 
 def parse_json(path: Path, text: str | None = None) -> Any:
-    """One JSON document; a syntax error becomes a UserError naming the file and line."""
-    text = _read_text(path) if text is None else text
+    """One JSON document (read with fsutil.read_text unless `text` is given).
+
+    Raises UserError naming the file and line of a syntax error, or the line of a byte that is not UTF-8.
+    """
+    text = read_text(path) if text is None else text
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -70,25 +69,54 @@ def _json_document(path: Path, text: str) -> list[dict[str, Any]]:
     return data
 
 
-def _arrow_records(path: Path, kind: str) -> list[dict[str, Any]]:
+def _csv_records(path: Path, text: str) -> list[dict[str, Any]]:
+    """Rows of a CSV text under its header, every cell text and an empty cell None.
+
+    The csv module, not pyarrow: it keeps every cell as text and reads quoted multi-line answers.
+    Raises UserError naming the line of a row whose field count differs from the header's,
+    of a duplicated column name, or of a row the csv module cannot parse.
+    """
+    # The csv module's default cap on one cell (128 KiB) would reject a long document; raising it is harmless.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return []
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        if duplicated:
+            raise UserError(f"{path}:1: the header names column '{duplicated[0]}' twice; rename one of them.")
+        records = []
+        for fields in reader:
+            if not fields:  # a blank line
+                continue
+            if len(fields) != len(header):
+                raise UserError(f"{path}:{reader.line_num}: the row has {len(fields)} field(s) but the header has "
+                                f"{len(header)}; fix that row (put a field that holds a comma in \"double quotes\").")
+            records.append({name: value if value != "" else None for name, value in zip(header, fields)})
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({exc}); fix that line.") from None
+    return records
+
+
+def _parquet_records(path: Path) -> list[dict[str, Any]]:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        if kind == "csv":
-            import pyarrow.csv as pacsv
-
-            table = pacsv.read_csv(path)
-        else:
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:  # unreadable, or not a valid CSV / Parquet file
-        raise UserError(f"{path}: cannot read this {kind} file ({str(exc).splitlines()[0]}); check that it is valid.") from None
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:  # unreadable, or not a valid Parquet file
+        raise UserError(f"{path}: cannot read this parquet file ({str(exc).splitlines()[0]}); "
+                        f"check that it is valid.") from None
     return table.to_pylist()
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records of one file, or of every supported file in a directory (sorted by name)."""
+    """All records of one file, or of every supported file in a directory (sorted by name).
+
+    Raises UserError for a missing file, an unsupported type, a file that is not UTF-8 text, or
+    a malformed JSON line / CSV row (naming the file and line).
+    """
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if _suffix(p) in SUFFIXES)
@@ -99,13 +127,13 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: file not found; check the path.")
     kind = _suffix(path)
     if kind in (".jsonl", ".jsonl.gz"):
-        records = _json_lines(path, _read_text(path))
+        records = _json_lines(path, read_text(path))
     elif kind in (".json", ".json.gz"):
-        records = _json_document(path, _read_text(path))
+        records = _json_document(path, read_text(path))
     elif kind == ".csv":
-        records = _arrow_records(path, "csv")
+        records = _csv_records(path, read_text(path))
     elif kind == ".parquet":
-        records = _arrow_records(path, "parquet")
+        records = _parquet_records(path)
     else:
         raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv or .parquet.")
     return records

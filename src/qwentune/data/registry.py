@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError, did_you_mean
+from ..fsutil import read_text
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ DEFAULT_DATASETS = ["chinese_alpaca", "alpaca_gpt4_data", "OpenAssistant/oasst1"
 
 
 def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
-    """The built-in entries plus those of `user_file` (which may override a built-in name)."""
+    """The built-in entries plus those of `user_file` (which may override a built-in name).
+
+    Raises UserError when the file is missing, not UTF-8 text, not valid YAML, or has a bad entry.
+    """
     registry = dict(BUILTIN)
     if not user_file:
         return registry
@@ -82,7 +86,7 @@ def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
     if not path.is_file():
         raise UserError(f"{path}: dataset registry file not found; fix data.dataset_registry.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc}); fix the syntax.") from None
     if not isinstance(raw, dict):

@@ -9,13 +9,14 @@ do not know which model wrote what; keep the key away from them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import statistics
 from pathlib import Path
 
 from ..errors import UserError
-from ..fsutil import atomic_output_file, write_json
+from ..fsutil import atomic_output_file, read_text, write_json
 
 COLUMNS = ["item", "prompt", "answer", "model", "score", "comment"]
 SCALE = (1, 5)
@@ -28,7 +29,11 @@ def _prompt_text(prompt) -> str:
 
 
 def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42) -> Path:
-    """Write the blind sheet and its key; return the key's path."""
+    """Write the blind sheet and its key; return the key's path.
+
+    Raises UserError for a sheet name that is not .csv / .jsonl, or a predictions file that is
+    missing, not UTF-8 text, or has a line that is not a JSON object with a prediction.
+    """
     sheet = Path(sheet)
     if sheet.suffix.lower() not in (".csv", ".jsonl"):
         raise UserError(f"{sheet}: the sheet must be a .csv or .jsonl file.")
@@ -41,13 +46,15 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
             raise UserError(f"{path}: predictions file not found (evaluation writes predictions.jsonl).")
         code = f"M{number}"
         key[code] = str(path)
-        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_number, line in enumerate(read_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{line_number}: not valid JSON ({exc.msg}).") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{line_number}: expected a JSON object with a 'prediction'; fix that line.")
             answer = record.get("prediction", record.get("answer"))
             if answer is None:
                 raise UserError(f"{path}:{line_number}: no 'prediction' or 'answer' field.")
@@ -71,23 +78,33 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
 
 
 def _read_sheet(sheet: Path) -> list[dict]:
+    """The rows of a filled sheet. Raises UserError when it is missing or not UTF-8 text (a CSV
+    saved by Excel as GBK, say; Excel's "CSV UTF-8" with its BOM is fine), or a JSONL line is broken."""
     if not sheet.is_file():
         raise UserError(f"{sheet}: rating sheet not found.")
     if sheet.suffix.lower() == ".csv":
-        with open(sheet, encoding="utf-8-sig", newline="") as handle:
-            return list(csv.DictReader(handle))
+        return list(csv.DictReader(io.StringIO(read_text(sheet), newline="")))
     from ..data.readers import read_records
 
     return read_records(sheet)
 
 
 def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict:
-    """Scores per model from a filled sheet: count, mean and standard deviation on the 1-5 scale."""
+    """Scores per model from a filled sheet: count, mean and standard deviation on the 1-5 scale.
+
+    Raises UserError when the sheet or key is missing, not UTF-8 text or malformed, a score is not
+    a number from 1 to 5, a row names a model the key does not know, or nothing is scored yet.
+    """
+    from ..data.readers import parse_json
+
     sheet = Path(sheet)
     key_path = Path(key_file) if key_file else sheet.with_name(sheet.name + ".key.json")
     if not key_path.is_file():
         raise UserError(f"{key_path}: key file not found; it was written next to the sheet by the export.")
-    key = json.loads(key_path.read_text(encoding="utf-8"))
+    key = parse_json(key_path, read_text(key_path))
+    if not isinstance(key, dict) or not all(isinstance(v, str) for v in key.values()):
+        raise UserError(f"{key_path}: not a rating key (model codes to predictions files); "
+                        f"use the .key.json the export wrote.")
     scores: dict[str, list[float]] = {code: [] for code in key}
     for row_number, row in enumerate(_read_sheet(sheet), start=2):
         raw = str(row.get("score") or "").strip()

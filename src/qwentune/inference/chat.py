@@ -16,11 +16,16 @@ CHAT_HELP = "commands: /clear (forget the conversation), /system TEXT (set the s
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """A .txt file (one prompt per line) or .json / .jsonl (strings, or objects with "prompt" or "question")."""
+    """A .txt file (one prompt per line) or .json / .jsonl (strings, or objects with "prompt" or "question").
+
+    Raises UserError when the file is missing, not UTF-8 text, malformed JSON, or holds no prompts.
+    """
+    from ..fsutil import read_text
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: prompts file not found.")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix.lower() in (".json", ".jsonl"):
         from ..data.readers import parse_json, read_records
 
@@ -29,7 +34,8 @@ def read_prompts(path: str | Path) -> list[str]:
             raise UserError(f"{path}: expected a JSON list of prompts.")
         prompts = []
         for index, item in enumerate(items, start=1):
-            value = item if isinstance(item, str) else (item.get("prompt") or item.get("question"))
+            value = item if isinstance(item, str) else (
+                (item.get("prompt") or item.get("question")) if isinstance(item, dict) else None)
             if not isinstance(value, str):
                 raise UserError(f"{path}: item {index} is neither a string nor an object with 'prompt' or 'question'.")
             prompts.append(value)
