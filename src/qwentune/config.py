@@ -23,6 +23,7 @@ import yaml
 
 from .data.convert import FORMATS
 from .errors import UserError, did_you_mean
+from .evaluation.metrics import metric_choices
 from .training.presets import HARDWARE_CHOICES
 
 # A speed-up switch: auto takes it where the device and model allow it; false turns it off; true insists.
@@ -129,7 +130,9 @@ class EvalConfig:
     adapter_path: str | None = "results/checkpoints"
     # null: the validation split written by preprocessing (data.processed_dir).
     eval_dataset: str | None = None
-    metrics: list[str] = field(default_factory=lambda: ["perplexity", "bleu", "rouge"])
+    # Which metrics to compute (perplexity, bleu, rouge); the choices, and this default of all of them,
+    # come from the metrics registry in evaluation/metrics.py.
+    metrics: list[str] = field(default_factory=metric_choices)
     max_eval_samples: int | None = 200
     eval_batch_size: int = 8
     eval_output_dir: str = "results/evaluation"
@@ -410,8 +413,13 @@ def validate(cfg: Config, where: str, problems: Problems | None = None) -> None:
         fail("generation.top_p must be in (0, 1].")
     if g.repetition_penalty <= 0:
         fail("generation.repetition_penalty must be positive (1.0 means none).")
+    choices = metric_choices()
+    unknown = [name for name in cfg.eval.metrics if name not in choices]
     if not cfg.eval.metrics:
-        fail("eval.metrics is empty; list at least one of perplexity, bleu, rouge.")
+        fail(f"eval.metrics is empty; list at least one of {', '.join(choices)}.")
+    elif unknown:
+        fail(f"eval.metrics: unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+             f"choose from {', '.join(choices)}.")
     if own:
         problems.raise_if_any()
 

@@ -113,6 +113,16 @@ def test_bad_questions_files(tmp_path, content, message):
         load_questions(path)
 
 
+def test_questions_file_in_another_encoding_names_the_file_and_line(tmp_path):
+    path = tmp_path / "questions.json"
+    path.write_bytes('[{"question": "Say hi"},\n {"question": "你好"}]'.encode("gbk"))
+    with pytest.raises(UserError) as caught:
+        load_questions(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text (line 2); save it as UTF-8."
+    path.write_bytes('[{"question": "Say hi"},\n {"question": "你好"}]'.encode("utf-8-sig"))  # a BOM is fine
+    assert [q.question for q in load_questions(path)] == ["Say hi", "你好"]
+
+
 def test_bad_command_lines(trained, tiny_model_dir, tmp_path, capsys):
     common = ["compare", "--base-model", str(tiny_model_dir), "--finetuned-model", str(trained / "out")]
     cases = [

@@ -1,11 +1,26 @@
 """Metric values against hand-computed examples (Chinese, English, mixed) and the libraries' own results."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from qwentune.evaluation.metrics import bleu, llamafactory_scores, perplexity, reply_nll, rouge, text_metrics, words
+from qwentune.evaluation.metrics import (
+    Metric,
+    bleu,
+    evaluation_metrics,
+    llamafactory_scores,
+    mean_of,
+    metric_choices,
+    perplexity,
+    registered,
+    reply_nll,
+    rouge,
+    text_metrics,
+    words,
+)
 
 
 def test_words_are_jieba_words_lowercased_without_punctuation():
@@ -78,3 +93,59 @@ def test_perplexity_is_token_weighted_and_matches_a_direct_computation(tiny_mode
             direct -= sum(log_probs[t - 1, ids[row, t]].item() for t in range(n) if labels[row, t] != -100)
     assert total == pytest.approx(direct, rel=1e-5)
     assert perplexity(total, count) == pytest.approx(math.exp(direct / 5), rel=1e-5)
+
+
+def test_metrics_module_loads_without_torch_or_scoring_libraries():
+    # config.py imports the registry, so importing it must stay cheap.
+    code = ("import sys, qwentune.evaluation.metrics; "
+            "print(sorted(m for m in ('torch', 'jieba', 'sacrebleu', 'rouge_score', 'nltk') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-1500:] + run.stdout
+
+
+def test_registry_defines_each_metric_once_with_its_choice_and_direction():
+    names = [m.name for m in registered()]
+    assert len(names) == len(set(names))
+    assert metric_choices() == ["perplexity", "bleu", "rouge"]
+    by_name = {m.name: m for m in registered()}
+    assert by_name["perplexity"].better == "lower" and by_name["rouge_l"].better == "higher"
+    assert by_name["mean_new_tokens"].better is None and by_name["stopped_by_itself"].choice is None
+
+
+def test_evaluation_metrics_follow_the_choices():
+    def names(choices):
+        return [m.name for m in evaluation_metrics(choices)]
+
+    assert names(["perplexity"]) == ["perplexity"]  # no answers generated, so no stop rate
+    assert names(["rouge"]) == ["rouge_1", "rouge_2", "rouge_l", "stopped_by_itself"]
+    assert names(["bleu", "perplexity"]) == ["perplexity", "bleu_4", "bleu_4_sentence_mean", "stopped_by_itself"]
+    assert "mean_new_tokens" not in names(metric_choices())  # comparison only: metrics.json keeps its keys
+
+
+def test_per_answer_scores_agree_with_the_corpus_functions():
+    prediction, reference = "今天天气很好，我们去公园。", "今天的天气很好，我们去公园散步吧。"
+    scores = rouge([prediction], [reference])
+    by_name = {m.name: m for m in registered()}
+    for name in ("rouge_1", "rouge_l"):
+        assert by_name[name].per_answer(prediction, reference) == pytest.approx(scores[name], abs=1e-4)
+    assert by_name["bleu_4"].per_answer(prediction, reference) == pytest.approx(
+        bleu([prediction], [reference])["bleu_4_sentence_mean"], abs=1e-4)
+
+
+@pytest.mark.parametrize("better, base, tuned, expected", [
+    ("higher", 1.0, 2.0, 1), ("higher", 2.0, 1.0, -1), ("lower", 2.0, 1.0, 1), ("lower", 1.0, 2.0, -1),
+    ("lower", 1.0, 1.0, 0), (None, 1.0, 2.0, 0), ("higher", None, 2.0, 0),
+])
+def test_improvement_follows_the_metric_direction(better, base, tuned, expected):
+    metric = Metric("m", "M", better, "0-100", 100.0, "m", corpus=mean_of(lambda p, r: 0.0))
+    assert metric.improvement(base, tuned) == expected
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"better": "up", "corpus": mean_of(lambda p, r: 0.0)}, "better must be"),
+    ({"better": "higher"}, "exactly one of"),
+    ({"better": "higher", "per_answer": lambda p, r: 0.0, "of_answer": lambda a: 0.0}, "needs its corpus score"),
+])
+def test_a_malformed_entry_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Metric("m", "M", unit="0-100", scale=100.0, choice="m", **fields)

@@ -37,12 +37,15 @@ class Question:
 
 
 def load_questions(path: str | Path) -> list[Question]:
+    """The questions of a questions file. Raises UserError when it is missing, not UTF-8 text,
+    not valid JSON, or an item is not a question (naming the file and item)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: questions file not found; see docs/model_comparison_guide.md for the format.")
     from ..data.readers import parse_json
+    from ..fsutil import read_text
 
-    items = parse_json(path)
+    items = parse_json(path, read_text(path))  # not UTF-8 (a GBK file, say): one error naming the line
     if not isinstance(items, list) or not items:
         raise UserError(f"{path}: expected a non-empty JSON list of questions (strings or objects with 'question').")
     questions = []
@@ -58,7 +61,7 @@ def load_questions(path: str | Path) -> list[Question]:
                             f"use question, reference, category, system.")
         for key in ("reference", "category", "system"):
             if item.get(key) is not None and not isinstance(item[key], str):
-                raise UserError(f"{where}: '{key}' must be text.")
+                raise UserError(f"{where}: '{key}' must be text, got {type(item[key]).__name__}; fix the item.")
         questions.append(Question(item["question"].strip(), item.get("reference") or None,
                                   item.get("category") or "general", item.get("system") or None))
     return questions
@@ -94,13 +97,11 @@ def load_pair(base: str, finetuned: str, precision: Precision | None = None, tru
 
 
 def _sentence_scores(prediction: str, reference: str) -> dict[str, float]:
-    import sacrebleu
+    """One answer's score for every registered metric that has a per-answer score (bleu_4, rouge_1,
+    rouge_l: 0-100), 2 decimals."""
+    from ..evaluation.metrics import registered
 
-    from ..evaluation.metrics import rouge
-
-    scores = rouge([prediction], [reference])
-    return {"bleu_4": round(sacrebleu.sentence_bleu(prediction, [reference], tokenize="zh").score, 2),
-            "rouge_1": round(scores["rouge_1"], 2), "rouge_l": round(scores["rouge_l"], 2)}
+    return {m.name: round(m.per_answer(prediction, reference), 2) for m in registered() if m.per_answer is not None}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -108,16 +109,26 @@ def _mean(values: list[float]) -> float | None:
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per side and per category: answers, mean new tokens, stop rate, and metric means where references exist."""
+    """Per side and per category: answers, and the mean of each comparison metric of the registry (answer
+    properties such as mean_new_tokens and stopped_by_itself over every answer; per-answer scores over the
+    answers that have a reference, None when none has), 2 decimals."""
+    from ..evaluation.metrics import comparison_metrics
+
+    metrics = comparison_metrics()
+
+    def side_stats(answers: list[dict[str, Any]]) -> dict[str, float | None]:
+        stats = {}
+        for metric in metrics:
+            if metric.of_answer is not None:
+                stats[metric.name] = _mean([metric.of_answer(a) for a in answers])
+            else:
+                stats[metric.name] = _mean([a["scores"][metric.name] for a in answers if a.get("scores")])
+        return stats
+
     def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"questions": len(rows), "with_reference": sum(r["reference"] is not None for r in rows)}
         for side in SIDES:
-            answers = [r[side] for r in rows]
-            side_stats = {"mean_new_tokens": _mean([a["new_tokens"] for a in answers]),
-                          "stopped_by_itself": _mean([float(a["stopped"]) for a in answers])}
-            for metric in ("bleu_4", "rouge_1", "rouge_l"):
-                side_stats[metric] = _mean([a["scores"][metric] for a in answers if a.get("scores")])
-            out[side] = side_stats
+            out[side] = side_stats([r[side] for r in rows])
         return out
 
     categories = sorted({r["category"] for r in results})

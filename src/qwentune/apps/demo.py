@@ -18,8 +18,6 @@ from ..shipped import shipped_file
 DEMO_CONFIG = shipped_file("config", "demo.yaml")
 DEMO_QUESTIONS = shipped_file("demo", "questions.json")
 DEMO_DATA_PREFIX = "data/demo/"  # how config/demo.yaml names the demo's files
-ROWS = [("perplexity (held out)", "perplexity", "lower is better"), ("ROUGE-L", "rouge_l", "0-100"),
-        ("BLEU-4", "bleu_4", "0-100"), ("stops by itself", "stopped_by_itself", "share of answers")]
 
 
 def anchored(cfg: Config) -> Config:
@@ -33,9 +31,15 @@ def anchored(cfg: Config) -> Config:
 
 
 def summary_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
-    lines = [f"{'':<24}{'base':>10}{'fine-tuned':>13}", "-" * 47]
-    for label, key, _ in ROWS:
-        lines.append(f"{label:<24}{base[key]:>10}{tuned[key]:>13}")
+    """The held-out metrics of both sides (evaluate_side's dicts) as a text table: the registry's headline
+    metrics that were computed, in the report's order, each with its unit and better direction."""
+    from ..evaluation.metrics import by_place, registered
+
+    lines = [f"{'held out':<24}{'base':>10}{'fine-tuned':>13}", "-" * 47]
+    for metric in by_place(registered()):
+        if metric.headline and metric.name in base:
+            better = f", {metric.better} is better" if metric.better else ""
+            lines.append(f"{metric.label:<24}{base[metric.name]:>10}{tuned[metric.name]:>13}   {metric.unit}{better}")
     return "\n".join(lines)
 
 

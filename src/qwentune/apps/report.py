@@ -1,4 +1,8 @@
-"""The comparison as people read it: a self-contained HTML page and a Markdown summary."""
+"""The comparison as people read it: a self-contained HTML page and a Markdown summary.
+
+Which metrics appear, their labels, scales, order and colours come from the metrics registry
+(evaluation/metrics.py); a metric shows when the comparison holds values for it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.metrics import Metric, by_place, registered
+
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[A-Za-z0-9_']+|\s+|[^\w\s]|\w+")
-METRIC_LABELS = {"bleu_4": "BLEU-4", "rouge_1": "ROUGE-1", "rouge_l": "ROUGE-L",
-                 "stopped_by_itself": "stopped by itself", "mean_new_tokens": "new tokens (mean)"}
 
 
 def diff_html(base: str, finetuned: str) -> tuple[str, str]:
@@ -38,29 +42,62 @@ def _bar(value: float | None, scale: float) -> str:
     return f'<div class="bar"><div style="width:{width:.1f}%"></div></div><span>{value}</span>'
 
 
-def _summary_rows(summary: dict[str, Any]) -> str:
+def summary_metrics(summary: dict[str, Any], headline: bool = False) -> list[Metric]:
+    """The registered metrics the comparison summary holds values for, in the report's order; with
+    headline, only those the short tables show."""
+    held = summary["overall"]["base"]
+    return [m for m in by_place(registered()) if m.name in held and (m.headline or not headline)]
+
+
+def headline_scores(summary: dict[str, Any]) -> list[Metric]:
+    """The headline per-answer scores against references (ROUGE-L, BLEU-4), in the report's order."""
+    return [m for m in summary_metrics(summary, headline=True) if m.per_answer is not None]
+
+
+_CHANGE_CLASS = {1: ' class="up"', -1: ' class="down"', 0: ""}
+
+
+def _summary_header(metrics: list[Metric]) -> str:
+    labels = "".join(f'<th colspan="2">{html.escape(m.label)}</th>' for m in metrics)
+    return (f'<tr><th rowspan="2">category</th><th rowspan="2">questions</th>{labels}</tr>\n'
+            f'<tr>{"<th>base</th><th>fine-tuned</th>" * len(metrics)}</tr>')
+
+
+def _summary_rows(summary: dict[str, Any], metrics: list[Metric]) -> str:
+    """One row per category; the fine-tuned value green when better, red when worse, by each metric's direction."""
     rows = []
     for name, block in [("all questions", summary["overall"])] + list(summary["by_category"].items()):
         cells = [f"<td>{html.escape(name)}</td><td>{block['questions']}</td>"]
-        for metric in ("rouge_l", "bleu_4", "mean_new_tokens", "stopped_by_itself"):
-            base, tuned = block["base"][metric], block["finetuned"][metric]
-            better = "" if base is None or tuned is None or metric == "mean_new_tokens" else (
-                ' class="up"' if tuned > base else ' class="down"' if tuned < base else "")
-            cells.append(f"<td>{'n/a' if base is None else base}</td><td{better}>{'n/a' if tuned is None else tuned}</td>")
+        for metric in metrics:
+            base, tuned = block["base"][metric.name], block["finetuned"][metric.name]
+            change = _CHANGE_CLASS[metric.improvement(base, tuned)]
+            cells.append(f"<td>{'n/a' if base is None else base}</td><td{change}>{'n/a' if tuned is None else tuned}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join(rows)
 
 
 def _metric_bars(summary: dict[str, Any]) -> str:
+    """A base and a fine-tuned bar for each summary metric with a scale (unbounded ones have no bar)."""
     overall = summary["overall"]
     parts = []
-    for metric in ("rouge_l", "rouge_1", "bleu_4", "stopped_by_itself"):
-        base, tuned = overall["base"][metric], overall["finetuned"][metric]
-        scale = 1.0 if metric == "stopped_by_itself" else 100.0
-        parts.append(f'<div class="metric"><h3>{METRIC_LABELS[metric]}</h3>'
-                     f'<div class="row"><label>base</label>{_bar(base, scale)}</div>'
-                     f'<div class="row tuned"><label>fine-tuned</label>{_bar(tuned, scale)}</div></div>')
+    for metric in summary_metrics(summary):
+        if metric.scale is None:
+            continue
+        base, tuned = overall["base"][metric.name], overall["finetuned"][metric.name]
+        parts.append(f'<div class="metric"><h3>{html.escape(metric.label)}</h3>'
+                     f'<div class="row"><label>base</label>{_bar(base, metric.scale)}</div>'
+                     f'<div class="row tuned"><label>fine-tuned</label>{_bar(tuned, metric.scale)}</div></div>')
     return "\n".join(parts)
+
+
+def _scores_note(metrics: list[Metric]) -> str:
+    """What the per-answer scores are, e.g. "ROUGE-L (0-100) and BLEU-4 (0-100) are per-question scores ..."."""
+    if not metrics:
+        return ""
+    named = [f"{html.escape(m.label)} ({html.escape(m.unit)})" for m in metrics]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    verb = "is a per-question score" if len(named) == 1 else "are per-question scores"
+    return f"{listed} {verb} against the reference, averaged over the questions that have one. "
 
 
 CSS = """
@@ -84,7 +121,9 @@ padding:.05rem .5rem;margin-left:.4rem}.ref{background:#f6f8fa;border-radius:6px
 
 
 def render_html(report: dict[str, Any]) -> str:
+    """The whole comparison as one self-contained HTML page (no external files or scripts)."""
     models, generation, summary = report["models"], report["generation"], report["summary"]
+    table_metrics, scored = summary_metrics(summary, headline=True), headline_scores(summary)
     settings = ", ".join(f"{k}={v}" for k, v in generation.items() if v is not None)
     cards = []
     for row in report["results"]:
@@ -94,8 +133,8 @@ def render_html(report: dict[str, Any]) -> str:
 
         def stats(side: str) -> str:
             answer = row[side]
-            scores = answer["scores"]
-            metric = f" · ROUGE-L {scores['rouge_l']} · BLEU-4 {scores['bleu_4']}" if scores else ""
+            scores = answer["scores"] or {}
+            metric = "".join(f" · {html.escape(m.label)} {scores[m.name]}" for m in scored if m.name in scores)
             stop = "" if answer["stopped"] else " · cut at max_new_tokens"
             return f'{answer["new_tokens"]} tokens · {answer["tokens_per_second"]} tok/s{metric}{stop}'
 
@@ -118,15 +157,11 @@ def render_html(report: dict[str, Any]) -> str:
 fine-tuned {timing['finetuned']['seconds']} s</p>
 <h2>Summary</h2>
 <div class="metrics">{_metric_bars(summary)}</div>
-<table><thead><tr><th rowspan="2">category</th><th rowspan="2">questions</th><th colspan="2">ROUGE-L</th>
-<th colspan="2">BLEU-4</th><th colspan="2">new tokens (mean)</th><th colspan="2">stopped by itself</th></tr>
-<tr><th>base</th><th>fine-tuned</th><th>base</th><th>fine-tuned</th><th>base</th><th>fine-tuned</th><th>base</th>
-<th>fine-tuned</th></tr></thead><tbody>
-{_summary_rows(summary)}
+<table><thead>{_summary_header(table_metrics)}</thead><tbody>
+{_summary_rows(summary, table_metrics)}
 </tbody></table>
-<p class="sub">ROUGE and BLEU are per-question scores against the reference (0-100), averaged over the questions
-that have one. Highlighted: <mark class="del">only in the base answer</mark>, <mark class="add">only in the
-fine-tuned answer</mark>.</p>
+<p class="sub">{_scores_note(scored)}Highlighted: <mark class="del">only in the base answer</mark>,
+<mark class="add">only in the fine-tuned answer</mark>.</p>
 <h2>Answers</h2>
 {''.join(cards)}
 </body></html>
@@ -134,17 +169,19 @@ fine-tuned answer</mark>.</p>
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    """The comparison as Markdown: models and settings, the headline per-answer scores per category, the answers."""
     overall = report["summary"]["overall"]
+    scored = headline_scores(report["summary"])
+    columns = ["category", "questions"] + [f"{m.label} {side}" for m in scored for side in ("base", "fine-tuned")]
     lines = ["# Base vs fine-tuned", "",
              f"- base: `{report['models']['base']}`",
              f"- fine-tuned: `{report['models']['finetuned']}` ({report['models']['finetuned_kind']})",
              f"- questions: {overall['questions']} ({overall['with_reference']} with a reference)",
              "- generation (both sides): " + ", ".join(f"{k}={v}" for k, v in report["generation"].items()), "",
-             "| category | questions | ROUGE-L base | ROUGE-L fine-tuned | BLEU-4 base | BLEU-4 fine-tuned |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| " + " | ".join(columns) + " |", "|---|---:|" + "---:|---:|" * len(scored)]
     for name, block in [("all", overall)] + list(report["summary"]["by_category"].items()):
-        lines.append(f"| {name} | {block['questions']} | {block['base']['rouge_l']} | {block['finetuned']['rouge_l']} | "
-                     f"{block['base']['bleu_4']} | {block['finetuned']['bleu_4']} |")
+        values = "".join(f" {block['base'][m.name]} | {block['finetuned'][m.name]} |" for m in scored)
+        lines.append(f"| {name} | {block['questions']} |{values}")
     lines += ["", "## Answers", ""]
     for row in report["results"]:
         lines += [f"### {row['id'] + 1}. {row['question']}", ""]

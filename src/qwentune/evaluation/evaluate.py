@@ -2,7 +2,8 @@
 
 Each evaluation example is a conversation whose last message is the reference reply; the
 model answers the conversation up to it. Perplexity is computed on the reply tokens of the
-whole conversation, masked exactly as in training.
+whole conversation, masked exactly as in training. Which metrics, and how each is computed, come
+from the registry in metrics.py and the choices in eval.metrics (checked by config.validate).
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..config import Config
 from ..errors import UserError
 from ..fsutil import atomic_output_dir, write_json
 from ..inference.generate import answer_all
-
-METRICS = ("perplexity", "bleu", "rouge")
 
 
 def eval_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], str]:
@@ -58,54 +55,40 @@ def eval_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], str]:
     return conversations, label
 
 
-def reply_perplexity(loaded, conversations, max_length: int, batch_size: int, adapter: bool = True,
-                     desc: str = "perplexity") -> dict[str, float]:
-    from ..data.collate import pad_batch
-    from ..data.tokenize import tokenize_batch
-    from ..models.tokenizer import control_tokens, end_of_turn_token
-    from .metrics import perplexity, reply_nll
-
-    tokenizer = loaded.tokenizer
-    tokens = tokenize_batch({"messages": conversations}, tokenizer, max_length, end_of_turn_token(tokenizer),
-                            control_tokens(tokenizer))
-    rows = [{"input_ids": i, "labels": l} for i, l, s in zip(tokens["input_ids"], tokens["labels"], tokens["status"])
-            if not s.startswith("dropped")]
-    total, count = 0.0, 0
-    with loaded.adapter(adapter):
-        for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
-            batch = pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id)
-            nll, n = reply_nll(loaded.model, {k: v.to(loaded.model.device) for k, v in batch.items()})
-            total, count = total + nll, count + n
-    return {"perplexity": round(perplexity(total, count), 4), "reply_tokens": count}
-
-
 def evaluate_side(loaded, conversations, cfg: Config, adapter: bool = True, label: str = "") -> tuple[dict, list]:
-    """Metrics and per-example rows for one model (or one side of a base/adapter pair)."""
-    from .metrics import text_metrics
+    """Metrics and per-example rows for one model (or one side of a base/adapter pair).
 
+    The registry's metrics that cfg.eval.metrics turns on, in registry order: model-scored ones
+    (perplexity, with reply_tokens), then, when any chosen metric needs generated answers, the
+    reference-scored corpus scores (with llamafactory_compatible) and the answer properties
+    (stopped_by_itself, a share). Rows (one per example) only when answers were generated."""
+    from .metrics import evaluation_metrics, text_metrics
+
+    chosen = evaluation_metrics(cfg.eval.metrics)
     metrics: dict[str, Any] = {"examples": len(conversations)}
-    wanted = cfg.eval.metrics
-    if "perplexity" in wanted:
-        metrics.update(reply_perplexity(loaded, conversations, cfg.data.max_length, cfg.eval.eval_batch_size,
-                                        adapter, desc=f"perplexity {label}".strip()))
+    for metric in chosen:
+        if metric.from_model is not None:
+            metrics.update(metric.from_model(loaded, conversations, cfg, adapter, label))
     rows = []
-    if "bleu" in wanted or "rouge" in wanted:
+    if any(metric.needs_answers for metric in chosen):
         prompts = [c[:-1] for c in conversations]
         references = [c[-1]["content"] for c in conversations]
         answers = answer_all(loaded, prompts, cfg.generation, cfg.eval.eval_batch_size, adapter,
                              cfg.training.seed, desc=f"generating {label}".strip())
-        predictions = [a.text for a in answers]
-        for key, value in text_metrics(predictions, references).items():
-            family = key.split("_")[0]  # bleu_4 -> bleu, rouge_l -> rouge; llamafactory_compatible stays
-            if family not in METRICS or family in wanted:
-                metrics[key] = value
-        metrics["stopped_by_itself"] = round(sum(a.stopped for a in answers) / len(answers), 4)
         rows = [{"prompt": p, "reference": r, "prediction": a.text, "new_tokens": a.new_tokens, "stopped": a.stopped}
                 for p, r, a in zip(prompts, references, answers)]
+        scored = [metric for metric in chosen if metric.corpus is not None]
+        if scored:
+            metrics.update(text_metrics([a.text for a in answers], references, scored))
+        for metric in chosen:
+            if metric.of_answer is not None:
+                metrics[metric.name] = round(sum(map(metric.of_answer, rows)) / len(rows), 4)
     return metrics, rows
 
 
 def summary_markdown(result: dict[str, Any], rows: list[dict]) -> str:
+    """summary.md: the model, data and settings, a table of every number in result["metrics"] (by key, in
+    the order evaluate_side put them), the LLaMA-Factory-compatible set, and the first five examples."""
     m = result["metrics"]
     lines = [f"# Evaluation: {result['model']['finetuned'] or result['model']['base']}", "",
              f"- base model: `{result['model']['base']}`",
@@ -113,10 +96,9 @@ def summary_markdown(result: dict[str, Any], rows: list[dict]) -> str:
              f"- data: `{result['dataset']}`, {m['examples']} examples",
              f"- generation: {', '.join(f'{k}={v}' for k, v in result['generation'].items())}", "",
              "| metric | value |", "|---|---:|"]
-    for key in ("perplexity", "reply_tokens", "bleu_4", "bleu_4_sentence_mean", "rouge_1", "rouge_2", "rouge_l",
-                "stopped_by_itself"):
-        if key in m:
-            lines.append(f"| {key} | {m[key]} |")
+    for key, value in m.items():
+        if key != "examples" and not isinstance(value, dict):  # examples is in the data line above
+            lines.append(f"| {key} | {value} |")
     if "llamafactory_compatible" in m:
         lines += ["", "LLaMA-Factory-compatible: " + ", ".join(f"{k} {v}" for k, v in m["llamafactory_compatible"].items())]
     if rows:
@@ -133,9 +115,6 @@ def evaluate(cfg: Config, log=print) -> Path:
     from ..models.load import load_for_inference
     from ..models.precision import choose_precision
 
-    unknown = [m for m in cfg.eval.metrics if m not in METRICS]
-    if unknown:
-        raise UserError(f"eval.metrics: unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}.")
     conversations, dataset_label = eval_conversations(cfg)
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
                                 choose_precision(cfg.training.bf16, cfg.training.fp16),

@@ -1,4 +1,10 @@
-"""BLEU, ROUGE and perplexity, Chinese-aware; the arithmetic comes from maintained libraries.
+"""The metrics registry, and BLEU, ROUGE and perplexity, Chinese-aware; the arithmetic comes from maintained libraries.
+
+REGISTRY (at the end) defines every metric once: its key in results, label, better direction, unit and
+scale, the `eval.metrics` choice that turns it on, and its function(s). Evaluation, the comparison, its
+HTML/Markdown report and the demo's table all read it, and config.py takes the allowed `eval.metrics`
+names from it, so adding a metric is adding one entry. This module imports neither torch nor the scoring
+libraries at load time: config.py imports it.
 
 Tokenization decides what these numbers mean, so it is fixed here:
 - BLEU-4 (sacrebleu, tokenize="zh"): Chinese is scored per character, other text per word
@@ -23,9 +29,14 @@ from __future__ import annotations
 import logging
 import math
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Literal
 
-import torch
+# (predictions, references) -> one score over the whole set; (prediction, reference) -> one answer's score.
+CorpusScore = Callable[[list[str], list[str]], float]
+AnswerScore = Callable[[str, str], float]
 
 
 @lru_cache(maxsize=1)
@@ -53,25 +64,69 @@ class _JiebaTokenizer:
         return words(text)
 
 
-def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
+def mean_of(per_answer: AnswerScore) -> CorpusScore:
+    """A corpus score that is the plain mean of a per-answer score over the examples (same scale)."""
+    def corpus(predictions: list[str], references: list[str]) -> float:
+        return sum(map(per_answer, predictions, references)) / len(predictions)
+
+    corpus.__name__ = f"mean_{per_answer.__name__}"
+    return corpus
+
+
+def sentence_bleu(prediction: str, reference: str) -> float:
+    """Smoothed BLEU-4 of one answer against its reference, 0-100 (sacrebleu, tokenize="zh")."""
     import sacrebleu
 
-    corpus = sacrebleu.corpus_bleu(predictions, [references], tokenize="zh")
-    sentences = [sacrebleu.sentence_bleu(p, [r], tokenize="zh").score for p, r in zip(predictions, references)]
-    return {"bleu_4": round(corpus.score, 4), "bleu_4_sentence_mean": round(sum(sentences) / len(sentences), 4)}
+    return sacrebleu.sentence_bleu(prediction, [reference], tokenize="zh").score
+
+
+def corpus_bleu(predictions: list[str], references: list[str]) -> float:
+    """One BLEU-4 over all sentences, 0-100 (sacrebleu, tokenize="zh"); 0 when no reply has four tokens."""
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(predictions, [references], tokenize="zh").score
+
+
+def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """bleu_4 (the corpus score) and bleu_4_sentence_mean (mean of sentence scores), 0-100, 4 decimals."""
+    return {"bleu_4": round(corpus_bleu(predictions, references), 4),
+            "bleu_4_sentence_mean": round(mean_of(sentence_bleu)(predictions, references), 4)}
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_JiebaTokenizer())
+
+
+@lru_cache(maxsize=4096)
+def _rouge_f(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-1/2/L F-measures of one answer, 0-100. Cached: ROUGE-1, -2 and -L each ask for the same pair,
+    and one scoring pass (jieba on both texts) gives all three. Callers must not modify the result."""
+    scores = _rouge_scorer().score(reference, prediction)  # rouge-score takes (target, prediction)
+    return {"rouge_1": 100 * scores["rouge1"].fmeasure, "rouge_2": 100 * scores["rouge2"].fmeasure,
+            "rouge_l": 100 * scores["rougeL"].fmeasure}
+
+
+def rouge_1(prediction: str, reference: str) -> float:
+    """ROUGE-1 F of one answer over jieba words, 0-100."""
+    return _rouge_f(prediction, reference)["rouge_1"]
+
+
+def rouge_2(prediction: str, reference: str) -> float:
+    """ROUGE-2 F of one answer over jieba words, 0-100."""
+    return _rouge_f(prediction, reference)["rouge_2"]
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F of one answer over jieba words, 0-100."""
+    return _rouge_f(prediction, reference)["rouge_l"]
 
 
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_JiebaTokenizer())
-    totals = {"rouge_1": 0.0, "rouge_2": 0.0, "rouge_l": 0.0}
-    for prediction, reference in zip(predictions, references):
-        scores = scorer.score(reference, prediction)  # rouge-score takes (target, prediction)
-        totals["rouge_1"] += scores["rouge1"].fmeasure
-        totals["rouge_2"] += scores["rouge2"].fmeasure
-        totals["rouge_l"] += scores["rougeL"].fmeasure
-    return {name: round(100 * value / len(predictions), 4) for name, value in totals.items()}
+    """rouge_1, rouge_2, rouge_l: the mean over examples of each answer's F-measure, 0-100, 4 decimals."""
+    return {score.__name__: round(mean_of(score)(predictions, references), 4) for score in (rouge_1, rouge_2, rouge_l)}
 
 
 def llamafactory_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -93,27 +148,178 @@ def llamafactory_scores(predictions: list[str], references: list[str]) -> dict[s
     return {key: round(value / len(predictions), 4) for key, value in totals.items()}
 
 
-def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float | dict]:
-    """BLEU and ROUGE as described above, plus the LLaMA-Factory-compatible set."""
+def text_metrics(predictions: list[str], references: list[str],
+                 metrics: list[Metric] | None = None) -> dict[str, float | dict]:
+    """Each reference-scored metric's corpus score (default: every one in the registry; 4 decimals, on the
+    metric's own scale), plus the LLaMA-Factory-compatible set. Raises ValueError unless both lists are
+    non-empty and of equal length."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError("predictions and references must be non-empty lists of equal length")
-    return {**bleu(predictions, references), **rouge(predictions, references),
+    metrics = [m for m in registered() if m.corpus is not None] if metrics is None else metrics
+    return {**{m.name: round(m.corpus(predictions, references), 4) for m in metrics},
             "llamafactory_compatible": llamafactory_scores(predictions, references)}
 
 
-@torch.no_grad()
-def reply_nll(model, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-    """Summed negative log-likelihood of the labelled (reply) tokens of a padded batch, and their count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    logits = logits[:, :-1]
-    total, count = 0.0, int((labels != -100).sum())
-    # Upcast one row at a time: an fp32 copy of a whole batch of 151,936-wide logits is gigabytes.
-    for row in range(logits.shape[0]):
-        total += torch.nn.functional.cross_entropy(
-            logits[row].float(), labels[row], ignore_index=-100, reduction="sum").item()
+def reply_nll(model, batch: dict[str, Any]) -> tuple[float, int]:
+    """Summed negative log-likelihood (nats) of the labelled (reply) tokens of a padded batch of tensors
+    (input_ids, attention_mask, labels with -100 elsewhere), and their count."""
+    import torch  # here, not at module level: config.py imports this module, and must stay light
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        logits = logits[:, :-1]
+        total, count = 0.0, int((labels != -100).sum())
+        # Upcast one row at a time: an fp32 copy of a whole batch of 151,936-wide logits is gigabytes.
+        for row in range(logits.shape[0]):
+            total += torch.nn.functional.cross_entropy(
+                logits[row].float(), labels[row], ignore_index=-100, reduction="sum").item()
     return total, count
 
 
 def perplexity(total_nll: float, tokens: int) -> float:
+    """exp(total_nll / tokens), at least 1; NaN when there are no tokens."""
     return math.exp(total_nll / tokens) if tokens else float("nan")
+
+
+def reply_perplexity(loaded, conversations: list[list[dict[str, str]]], cfg, adapter: bool = True,
+                     label: str = "") -> dict[str, float]:
+    """The pooled perplexity of a model's reply tokens (4 decimals) and how many there were (reply_tokens).
+
+    The conversations are tokenized and masked exactly as in training (cfg.data.max_length; longer ones are
+    dropped) and run in batches of cfg.eval.eval_batch_size, with the adapter on or off."""
+    from tqdm.auto import tqdm
+
+    from ..data.collate import pad_batch
+    from ..data.tokenize import tokenize_batch
+    from ..models.tokenizer import control_tokens, end_of_turn_token
+
+    tokenizer, batch_size = loaded.tokenizer, cfg.eval.eval_batch_size
+    tokens = tokenize_batch({"messages": conversations}, tokenizer, cfg.data.max_length,
+                            end_of_turn_token(tokenizer), control_tokens(tokenizer))
+    rows = [{"input_ids": i, "labels": l} for i, l, s in zip(tokens["input_ids"], tokens["labels"], tokens["status"])
+            if not s.startswith("dropped")]
+    total, count = 0.0, 0
+    with loaded.adapter(adapter):
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"perplexity {label}".strip(), unit="batch",
+                          leave=False):
+            batch = pad_batch(rows[start:start + batch_size], tokenizer.pad_token_id)
+            nll, n = reply_nll(loaded.model, {k: v.to(loaded.model.device) for k, v in batch.items()})
+            total, count = total + nll, count + n
+    return {"perplexity": round(perplexity(total, count), 4), "reply_tokens": count}
+
+
+def stopped(answer: Mapping[str, Any]) -> float:
+    """1.0 when a generated answer ended on its own (end-of-turn), 0.0 when max_new_tokens cut it."""
+    return float(answer["stopped"])
+
+
+def new_tokens(answer: Mapping[str, Any]) -> float:
+    """How many tokens a generated answer has."""
+    return answer["new_tokens"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric, defined once. Its values come from exactly one source:
+
+    - corpus (+ per_answer): generated answers scored against references. corpus(predictions, references)
+      is the score over the set (evaluation, the comparison's corpus_metrics); per_answer(prediction,
+      reference), where given, is one answer's score: the comparison shows it per answer and averages it.
+    - of_answer: a property of each generated answer, read from its record ("new_tokens": int,
+      "stopped": bool) and averaged over the answers.
+    - from_model: the model itself on the evaluation conversations, no generation:
+      from_model(loaded, conversations, cfg, adapter, label) -> {name: value, plus any companion counts}.
+    Raises ValueError when the fields do not fit together.
+    """
+
+    name: str  # the key in results: metrics.json, comparison scores and summaries
+    label: str  # what people read: report headings, the demo's table
+    better: Literal["higher", "lower"] | None  # None: neither (a length); never coloured up or down
+    unit: str  # how to read a value: "0-100", "tokens", "share of answers (0-1)"
+    scale: float | None  # a report bar's full length (100 for 0-100); None: unbounded, no bar
+    choice: str | None  # the eval.metrics choice that turns it on; None: on whenever answers are generated
+    corpus: CorpusScore | None = None
+    per_answer: AnswerScore | None = None
+    of_answer: Callable[[Mapping[str, Any]], float] | None = None
+    from_model: Callable[..., dict[str, float]] | None = None
+    # In the short tables (the report's summary and Markdown tables, each answer's line, the demo's table);
+    # False: only in full listings (metrics.json, summary.md, corpus_metrics) and the report's bars.
+    headline: bool = True
+    # Order in the report and the demo, lowest first. The registry's own order is that of metrics.json and
+    # summary.md, which group metrics by choice.
+    place: int = 100
+    in_evaluation: bool = True  # False: comparison only (mean_new_tokens; metrics.json keeps its keys)
+
+    def __post_init__(self) -> None:
+        if self.better not in ("higher", "lower", None):
+            raise ValueError(f"metric {self.name}: better must be 'higher', 'lower' or None, not {self.better!r}")
+        if sum(f is not None for f in (self.corpus, self.of_answer, self.from_model)) != 1:
+            raise ValueError(f"metric {self.name}: give exactly one of corpus, of_answer, from_model")
+        if self.per_answer is not None and self.corpus is None:
+            raise ValueError(f"metric {self.name}: a per_answer score needs its corpus score")
+
+    @property
+    def needs_answers(self) -> bool:
+        """True when the metric is read from generated answers."""
+        return self.from_model is None
+
+    def improvement(self, base: float | None, tuned: float | None) -> int:
+        """+1 when `tuned` is better than `base` by this metric's direction, -1 when worse, 0 when equal,
+        missing or the metric has no better direction."""
+        if self.better is None or base is None or tuned is None or base == tuned:
+            return 0
+        return 1 if (tuned > base) == (self.better == "higher") else -1
+
+
+REGISTRY: list[Metric] = [
+    Metric("perplexity", "perplexity", "lower", ">= 1", None, "perplexity",
+           from_model=reply_perplexity, place=10),
+    # The comparison scores each answer with sentence BLEU; evaluation reports the corpus BLEU.
+    Metric("bleu_4", "BLEU-4", "higher", "0-100", 100.0, "bleu", corpus=corpus_bleu, per_answer=sentence_bleu,
+           place=40),
+    Metric("bleu_4_sentence_mean", "BLEU-4 (sentence mean)", "higher", "0-100", 100.0, "bleu",
+           corpus=mean_of(sentence_bleu), headline=False, place=45),
+    # ROUGE-2 has no per-answer score, so the comparison's per-answer scores keep their three keys.
+    Metric("rouge_1", "ROUGE-1", "higher", "0-100", 100.0, "rouge", corpus=mean_of(rouge_1), per_answer=rouge_1,
+           headline=False, place=30),
+    Metric("rouge_2", "ROUGE-2", "higher", "0-100", 100.0, "rouge", corpus=mean_of(rouge_2), headline=False,
+           place=35),
+    Metric("rouge_l", "ROUGE-L", "higher", "0-100", 100.0, "rouge", corpus=mean_of(rouge_l), per_answer=rouge_l,
+           place=20),
+    Metric("mean_new_tokens", "new tokens (mean)", None, "tokens", None, None, of_answer=new_tokens, place=50,
+           in_evaluation=False),
+    Metric("stopped_by_itself", "stopped by itself", "higher", "share of answers (0-1)", 1.0, None,
+           of_answer=stopped, place=60),
+]
+
+
+def registered() -> tuple[Metric, ...]:
+    """Every metric, in registry order; read at call time, so an entry added to REGISTRY counts everywhere."""
+    return tuple(REGISTRY)
+
+
+def metric_choices() -> list[str]:
+    """The names `eval.metrics` accepts, in registry order: perplexity, bleu, rouge."""
+    return list(dict.fromkeys(m.choice for m in registered() if m.choice is not None))
+
+
+def evaluation_metrics(choices: list[str]) -> list[Metric]:
+    """What `qwentune evaluate` computes for these eval.metrics choices, in registry order. Metrics without
+    a choice (stopped_by_itself) come with the answers, which are generated only when a chosen metric needs them."""
+    chosen = [m for m in registered() if m.in_evaluation and m.choice in choices]
+    if not any(m.needs_answers for m in chosen):
+        return chosen
+    return [m for m in registered() if m.in_evaluation and (m.choice is None or m.choice in choices)]
+
+
+def comparison_metrics() -> list[Metric]:
+    """What the comparison summarizes per side, in the order of its summary: answer properties first
+    (mean_new_tokens, stopped_by_itself), then per-answer scores against references (bleu_4, rouge_1, rouge_l)."""
+    return ([m for m in registered() if m.of_answer is not None]
+            + [m for m in registered() if m.per_answer is not None])
+
+
+def by_place(metrics: Iterable[Metric]) -> list[Metric]:
+    """Metrics in the order the report and the demo show them."""
+    return sorted(metrics, key=lambda m: m.place)
