@@ -7,7 +7,7 @@ Both compute the summed cross-entropy of `tokens` hidden states against a frozen
 and its gradient with respect to the hidden states (what LoRA training needs), every position
 labelled (the worst case for the lean head; in training it also skips the prompt positions).
 naive: logits = hidden @ W.T, cross_entropy(logits.float()), backward.
-qwentune: LinearCrossEntropySum (src/qwentune/loss.py).
+qwentune: LinearCrossEntropySum (src/qwentune/training/loss.py).
 Each measurement runs in its own process: memory is the peak RSS (CPU; Linux, reset through
 /proc/self/clear_refs) or peak allocated (CUDA) above what the process held just before the
 loss, i.e. the loss head's own memory.

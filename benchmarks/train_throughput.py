@@ -111,7 +111,7 @@ def run_naive(job: dict, work: Path) -> dict:
     from qwentune.models.source import resolve_model_source
 
     cfg = job_config(job, work)
-    precision = choose_precision(cfg)
+    precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
     train_examples, tokenizer = tokenized(cfg, job["train_file"])
     eval_examples, _ = tokenized(cfg, job["eval_file"])
     length = cfg.data.max_length
@@ -244,7 +244,8 @@ def child(mode: str, job_file: str) -> None:
     work.mkdir(parents=True, exist_ok=True)
     from qwentune.models.precision import choose_precision
 
-    precision = choose_precision(job_config(job, work)).name
+    cfg = job_config(job, work)
+    precision = choose_precision(cfg.training.bf16, cfg.training.fp16).name
     before = matmul_peak(precision)
     result = (run_naive if mode == "naive" else run_qwentune)(job, work)
     after = matmul_peak(precision)

@@ -44,3 +44,14 @@ def trained(tmp_path_factory, tiny_model_dir):
     return tmp
 
 
+
+
+@pytest.fixture
+def per_example_attention_calls(monkeypatch):
+    """The forward passes in which qwentune's packed attention took its per-example path (not the sdpa fallback)."""
+    from qwentune.training.speedups import packed_attention
+
+    calls = []
+    real = packed_attention._segments.of
+    monkeypatch.setattr(packed_attention._segments, "of", lambda position_ids: calls.append(1) or real(position_ids))
+    return calls

@@ -208,7 +208,10 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="qwentune", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"qwentune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser(

@@ -73,3 +73,12 @@ def test_seeded_sampling_repeats(trained, tiny_model_dir):
     assert first == [a.text for a in generate_batch(loaded, questions(), sampling, adapter=False, seed=3)]
 
 
+
+
+def test_generate_batch_leaves_the_tokenizers_padding_side_alone(trained, tiny_model_dir):
+    """Generation pads left for itself only: the shared tokenizer pads right for training and perplexity."""
+    loaded = load_for_inference(str(tiny_model_dir), str(trained / "out"), FP32, log=silent)
+    loaded.tokenizer.padding_side = "right"
+    answers = generate_batch(loaded, questions(), GREEDY)
+    assert loaded.tokenizer.padding_side == "right"
+    assert [a.text for a in answers] == [a for _, a in QA]  # left padding was used: the answers are right

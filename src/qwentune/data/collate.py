@@ -1,9 +1,9 @@
 """Batch tokenized examples: padding-free packing, or dynamic padding to the longest row.
 
 Packing puts the examples of a batch in one row with position ids that restart at 0 for each
-example and no attention mask; attention then runs per example (packed_attention.py), or, under
+example and no attention mask; attention then runs per example (training/speedups/packed_attention.py), or, under
 plain sdpa, over a block-diagonal mask transformers builds from the position ids. Either way no
-example attends to another (tests/test_packing.py checks the logits).
+example attends to another (tests/training/speedups/test_packed_attention.py checks the logits).
 
 Labels are padded with -100 by position, never by comparing ids with pad_token_id:
 for some tokenizers pad and the end-of-turn token are the same id, and the
@@ -19,10 +19,9 @@ import torch
 from .tokenize import IGNORE_INDEX
 
 
-def pad_batch(examples: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """Right-pad input_ids, labels and attention_mask of `examples` into tensors."""
+def pad_batch(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad input_ids, labels and attention_mask of `examples` into (examples, longest) int64 tensors."""
     longest = max(len(e["input_ids"]) for e in examples)
-    longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(examples), longest), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), longest), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)

@@ -5,7 +5,9 @@ May import: config, errors, fsutil, torch, transformers, peft, huggingface_hub, 
 training/ or anything above.
 """
 
+import contextlib
 import sys
+import warnings
 
 
 def import_peft():
@@ -27,3 +29,16 @@ def import_peft():
     import peft
 
     return peft
+
+
+@contextlib.contextmanager
+def peft_checkpointing_probe_quiet():
+    """Run the block without the FutureWarning peft's model wrappers raise on transformers 5.
+
+    peft (0.21) reads `model.is_gradient_checkpointing`, which transformers 5 deprecated in favour of
+    `is_activation_checkpointing` (removed in v6): a warning about peft's code, not the user's, once per
+    wrapped model. Only that message is silenced, and only inside the block.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield

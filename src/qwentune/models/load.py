@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import numbered_checkpoints
-from . import import_peft
+from . import import_peft, peft_checkpointing_probe_quiet
 from .precision import Precision, choose_precision
 from .source import resolve_model_source
 from .tokenizer import load_tokenizer, stop_token_ids
@@ -123,7 +123,8 @@ def load_for_inference(base: str, finetuned: str | None = None, precision: Preci
     model = load_model(source, precision, trust_remote_code=trust_remote_code)
     if kind == "adapter":
         try:
-            model = import_peft().PeftModel.from_pretrained(model, str(location))
+            with peft_checkpointing_probe_quiet():
+                model = import_peft().PeftModel.from_pretrained(model, str(location))
         except (RuntimeError, ValueError, KeyError) as exc:  # shapes or module names that do not match the base
             raise UserError(
                 f"{location}: this adapter does not fit base model '{base}' ({str(exc).splitlines()[0][:200]}); "

@@ -11,7 +11,7 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
-from . import import_peft
+from . import import_peft, peft_checkpointing_probe_quiet
 
 ALL_LINEAR = "all-linear"
 
@@ -58,14 +58,15 @@ def apply_lora(model, cfg: Config):
     lora = cfg.lora
     targets = lora_targets(model, lora.lora_target_modules)
     if cfg.model.use_4bit:
-        model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Checkpointing itself is switched on by the Trainer (activation_checkpointing, non-reentrant); peft's
+        # own switch would only call transformers' deprecated gradient_checkpointing_enable.
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_config = peft.LoraConfig(
         r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=targets,
         use_rslora=lora.use_rslora, use_dora=lora.use_dora, bias="none", task_type="CAUSAL_LM",
     )
-    return peft.get_peft_model(model, peft_config)
+    with peft_checkpointing_probe_quiet():
+        return peft.get_peft_model(model, peft_config)
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -94,9 +94,22 @@ def stop_token_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys(tokenizer.convert_tokens_to_ids(t) for t in tokens if t))
 
 
+def align_special_tokens(model, tokenizer) -> None:
+    """Give the model's config and generation config the tokenizer's special tokens: eos (with the
+    end-of-turn token, so generation stops there too), and bos and pad where the tokenizer has them.
+
+    transformers' Trainer aligns eos, bos and pad the same way when they differ (trainer_utils.
+    align_special_tokens), printing a warning; done here, the model says what qwentune trains it for.
+    """
+    stops = stop_token_ids(tokenizer)
+    for config in (model.config, model.generation_config):
+        config.eos_token_id = stops
+        for name in ("bos_token_id", "pad_token_id"):
+            if getattr(tokenizer, name) is not None:
+                setattr(config, name, getattr(tokenizer, name))
+
+
 def save_generation_config(model, tokenizer, directory) -> None:
     """generation_config.json whose stop tokens include the end-of-turn token (and eos)."""
-    generation = model.generation_config
-    generation.eos_token_id = stop_token_ids(tokenizer)
-    generation.pad_token_id = tokenizer.pad_token_id
-    generation.save_pretrained(directory)
+    align_special_tokens(model, tokenizer)
+    model.generation_config.save_pretrained(directory)

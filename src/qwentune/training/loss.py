@@ -7,7 +7,7 @@ log-softmax). Here the loss is computed chunk by chunk over only the positions t
 with respect to the hidden states is computed in the same pass; only that gradient, one row of
 hidden size per labelled token, is kept for backward. A frozen head (LoRA's case) is walked in
 vocabulary blocks with an online softmax, so no chunk spans the whole vocabulary. Loss value and
-gradients equal the naive path's (tests/test_loss.py).
+gradients equal the naive path's (tests/training/test_loss.py).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     from ..models.lora import apply_lora, count_parameters
     from ..models.precision import choose_precision
     from ..models.source import resolve_model_source
-    from ..models.tokenizer import load_tokenizer
+    from ..models.tokenizer import align_special_tokens, load_tokenizer
     from .memory import GB, ModelShape, check_fits, plan_for
     from .speedups import attention_implementation, choose_speedups
     from .trainer import QwentuneTrainer, make_collator
@@ -147,6 +147,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     base = load_model(source, precision, quantization=quantization_config(cfg.model.use_4bit, precision),
                       trust_remote_code=cfg.model.trust_remote_code)
     base.config.use_cache = False  # no KV cache while training (and padding-free packing needs it off)
+    align_special_tokens(base, tokenizer)
     model = apply_lora(base, cfg)
     speedups = choose_speedups(cfg.training, precision.device, model, cfg.data.max_length)
     trainable, total = count_parameters(model)

@@ -4,28 +4,13 @@ import pytest
 import torch
 
 from qwentune.data.collate import pack_batch
-from qwentune.data.tokenize import IGNORE_INDEX
 from qwentune.training.speedups import attention_implementation
 from qwentune.training.speedups.packed_attention import NAME as PACKED
 from tests.helpers import examples_of
 
 
-def test_pack_batch_layout():
-    examples = examples_of([7, 3, 5])
-    batch = pack_batch(examples)
-    assert batch["input_ids"].shape == (1, 15)
-    assert batch["input_ids"][0].tolist() == sum((e["input_ids"] for e in examples), [])
-    assert batch["position_ids"][0].tolist() == [*range(7), *range(3), *range(5)]
-    for key in ("input_ids", "labels", "shift_labels", "position_ids"):
-        assert batch[key].dtype == torch.long
-    targets = batch["shift_labels"][0].tolist()
-    assert targets[6] == targets[9] == targets[14] == IGNORE_INDEX  # no example predicts the next one's start
-    assert targets[:6] == examples[0]["labels"][1:] and targets[7:9] == examples[1]["labels"][1:]
-    assert batch["labels"][0].tolist() == sum((e["labels"] for e in examples), [])
-
-
 @pytest.mark.parametrize("attention", ["packed", "sdpa", "eager"])
-def test_packed_logits_equal_each_example_alone(tiny_model_dir, attention):
+def test_packed_logits_equal_each_example_alone(tiny_model_dir, attention, per_example_attention_calls):
     """Per-example attention (qwentune's), and transformers' own mask from position ids (sdpa, eager)."""
     from contextlib import nullcontext
 
@@ -38,6 +23,8 @@ def test_packed_logits_equal_each_example_alone(tiny_model_dir, attention):
     with torch.no_grad(), attention_implementation(model, PACKED) if attention == "packed" else nullcontext():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
     assert model.config._attn_implementation == ("sdpa" if attention == "packed" else attention)  # restored
+    # qwentune's kernel ran, in both layers, rather than a fallback to sdpa (that one is tested apart)
+    assert len(per_example_attention_calls) == (2 if attention == "packed" else 0)
     start = 0
     with torch.no_grad():
         for example in examples:

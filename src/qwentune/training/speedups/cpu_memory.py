@@ -9,7 +9,7 @@ the heap and are reused: page faults per step ~31,000 -> ~100, the same peak RSS
 reached either way; only the return of memory between steps stops), and 3-4% more tokens/s in
 three of four alternating-process comparisons, at the edge of the test machine's noise. The
 price: the heap sometimes cannot fit a request into the freed blocks and grows once more; in a
-synthetic step pattern (tests/test_cpu_memory.py) RSS rose by up to 160 MB over the first ten
+synthetic step pattern (tests/training/speedups/test_cpu_memory.py) RSS rose by up to 160 MB over the first ten
 steps and then stayed flat for 40, and in training peak RSS was 2.41 GB against 2.36-2.40 GB.
 """
 

@@ -18,7 +18,7 @@ The layers of a group share one dropout mask, as FastDropout's do on PEFT's path
 is taken only for plain LoRA on nn.Linear with one active adapter, unmerged, frozen base weights,
 matching dtypes and FastDropout (or no dropout); anything else (DoRA, several adapters, disabled
 adapters, 4-bit layers, mixed-batch inference) runs PEFT's forward. Outputs and gradients equal
-PEFT's up to float rounding (tests/test_fused_lora.py).
+PEFT's up to float rounding (tests/training/speedups/test_fused_lora.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ transformers' Llama-style RMSNorm (Qwen2, Qwen3, Llama, Mistral, SmolLM2) is fiv
 each recorded by autograd; its backward replays them, about ten passes over the hidden states.
 The backward here is four: with r = rsqrt(mean(x^2) + eps) and y = w * x * r,
 dL/dx = r * (g*w) - x * r^3 * mean(g*w*x). The forward computes exactly what transformers does;
-the gradients equal autograd's up to float rounding (tests/test_fused_norm.py). Measured on
+the gradients equal autograd's up to float rounding (tests/training/speedups/test_fused_norm.py). Measured on
 a 2-core CPU at 450 x 576: forward + backward 0.49 ms instead of 1.07 ms.
 
 Only modules whose forward is byte-for-byte Llama's are switched (compared by bytecode, so
