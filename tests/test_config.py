@@ -117,9 +117,9 @@ def test_override_errors():
 
 def test_key_names_are_unique_across_sections():
     # Plain `--key` overrides rely on this; KEY_TO_SECTION asserts it at import, this keeps it visible.
-    from qwentune import config
+    from qwentune.config import schema as config
 
-    total = sum(len(config._section_fields(cls)) for cls in config.SECTIONS.values())
+    total = sum(len(config.section_fields(cls)) for cls in config.SECTIONS.values())
     assert total == len(KEY_TO_SECTION)
 
 

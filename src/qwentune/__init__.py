@@ -9,7 +9,8 @@ The package, by room (dependencies point down this list; each folder's __init__ 
     training/       train top to bottom, trainer, loss head, memory planner; speedups/ per device
     models/         where a model comes from, precision, tokenizer, loading, LoRA
     data/           registry -> sources -> readers -> convert -> tokenize -> collate
-    config.py errors.py fsutil.py   typed config, UserError, atomic writes
+    config/         the typed config: schema, values, loading and checking
+    errors.py fsutil.py shipped.py   UserError and did-you-mean, file reading and atomic writes, shipped files
 """
 
 __version__ = "0.1.0"

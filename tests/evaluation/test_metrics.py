@@ -96,7 +96,7 @@ def test_perplexity_is_token_weighted_and_matches_a_direct_computation(tiny_mode
 
 
 def test_metrics_module_loads_without_torch_or_scoring_libraries():
-    # config.py imports the registry, so importing it must stay cheap.
+    # config/ imports the registry, so importing it must stay cheap.
     code = ("import sys, qwentune.evaluation.metrics; "
             "print(sorted(m for m in ('torch', 'jieba', 'sacrebleu', 'rouge_score', 'nltk') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -180,6 +180,11 @@ def test_both_batch_layouts_train_and_count_real_tokens(tmp_path, tiny_model_dir
     # Every example seen three times; pad tokens (of padded rows or of packed rows' tails) never count.
     assert summary["tokens_seen"] == 3 * sum(len(ids) for ids in splits["train"]["input_ids"])
     assert summary["final_train_loss"] < 0.5 * summary["first_train_loss"]
+    speedups = summary["speedups"]
+    assert speedups["packing"] is (packing == "true")
+    # Padded batches carry an attention mask: sdpa then, and no passes to cut a packed row into.
+    assert speedups["attn_implementation"] == ("qwentune_packed" if packing == "true" else "sdpa")
+    assert (speedups["tokens_per_pass"] is None) is (packing == "false")
 
 
 def test_passes_of_a_packed_batch_give_the_same_adapter(tmp_path, tiny_model_dir, monkeypatch):

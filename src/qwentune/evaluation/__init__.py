@@ -2,5 +2,5 @@
 evaluation, comparison, report and demo), and blind human rating.
 
 May import: config, errors, fsutil, data, models, inference. metrics.py imports no torch at load:
-config.py reads its names.
+config/ reads its names.
 """

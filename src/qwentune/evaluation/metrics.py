@@ -2,9 +2,9 @@
 
 REGISTRY (at the end) defines every metric once: its key in results, label, better direction, unit and
 scale, the `eval.metrics` choice that turns it on, and its function(s). Evaluation, the comparison, its
-HTML/Markdown report and the demo's table all read it, and config.py takes the allowed `eval.metrics`
+HTML/Markdown report and the demo's table all read it, and config/ takes the allowed `eval.metrics`
 names from it, so adding a metric is adding one entry. This module imports neither torch nor the scoring
-libraries at load time: config.py imports it.
+libraries at load time: config/ imports it.
 
 Tokenization decides what these numbers mean, so it is fixed here:
 - BLEU-4 (sacrebleu, tokenize="zh"): Chinese is scored per character, other text per word
@@ -162,18 +162,20 @@ def text_metrics(predictions: list[str], references: list[str],
 
 def reply_nll(model, batch: dict[str, Any]) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of the labelled (reply) tokens of a padded batch of tensors
-    (input_ids, attention_mask, labels with -100 elsewhere), and their count."""
-    import torch  # here, not at module level: config.py imports this module, and must stay light
+    (input_ids, attention_mask, labels with IGNORE_INDEX elsewhere), and their count."""
+    import torch  # here, not at module level: config/ imports this module, and must stay light
+
+    from ..data.tokenize import IGNORE_INDEX
 
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
         logits = logits[:, :-1]
-        total, count = 0.0, int((labels != -100).sum())
+        total, count = 0.0, int((labels != IGNORE_INDEX).sum())
         # Upcast one row at a time: an fp32 copy of a whole batch of 151,936-wide logits is gigabytes.
         for row in range(logits.shape[0]):
             total += torch.nn.functional.cross_entropy(
-                logits[row].float(), labels[row], ignore_index=-100, reduction="sum").item()
+                logits[row].float(), labels[row], ignore_index=IGNORE_INDEX, reduction="sum").item()
     return total, count
 
 

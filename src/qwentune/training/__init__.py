@@ -3,5 +3,5 @@ output directory, several processes, the memory planner and hardware presets; sp
 device-specific speed-ups and the one switchboard that chooses them.
 
 May import: config, errors, fsutil, data, models, torch, transformers, peft, accelerate.
-Importing this package imports nothing heavy: config.py reads presets.py.
+Importing this package imports nothing heavy: config/ reads presets.py.
 """

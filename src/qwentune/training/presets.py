@@ -2,7 +2,7 @@
 
 `auto` reads the memory of the device at hand and `cpu` this machine's RAM; the planner in memory.py
 turns either into a batch size, accumulation, checkpointing and 4-bit setting that fit.
-No imports beyond the standard library: config.py reads this module.
+No imports beyond the standard library: config/ reads this module.
 """
 
 # Device memory in GB. The RTX A5000 is the 16 GB laptop part the seed lists (the desktop A5000 has
