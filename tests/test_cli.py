@@ -23,3 +23,36 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"qwentune {__version__}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["infer", "--prompt", "hi", "--repetition_penalty", "0"], "generation.repetition_penalty must be positive"),
+    (["infer", "--prompt", "hi", "--repetition_penalty", "-1"], "generation.repetition_penalty must be positive"),
+    (["infer", "--prompt", "hi", "--max_new_tokens", "0"], "generation.max_new_tokens must be at least 1"),
+    (["infer", "--prompt", "hi", "--temperature", "nan", "--do_sample"], "generation.temperature must be a number"),
+    (["compare", "--base-model", "m", "--finetuned-model", "m", "--interactive", "--repetition-penalty", "0"],
+     "generation.repetition_penalty must be positive"),
+    (["compare", "--base-model", "m", "--finetuned-model", "m", "--interactive", "--do_sample", "--temperature", "0"],
+     "generation.temperature must be positive when do_sample is true"),
+])
+def test_impossible_generation_settings_on_the_command_line_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    """Case 5 of issue 17: the config's generation checks hold for the options of infer and compare, before any
+    model is loaded (the model names here do not exist)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_model_comparison_script_refuses_a_zero_repetition_penalty(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "model_comparison.py"), "--base-model", "m",
+                          "--finetuned-model", "m", "--questions-file", "q.json", "--repetition_penalty", "0"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == ("error: defaults with command-line overrides: generation.repetition_penalty must be "
+                                  "positive (1.0 means none).")

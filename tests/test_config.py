@@ -127,3 +127,34 @@ def test_saved_config_loads_back_identically(tmp_path):
     cfg = load_config(None, [("learning_rate", "0.001"), ("languages", "zh")])
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"do_sample": True, "temperature": 0}, "/params: generation.temperature must be positive when do_sample is true"),
+    ({"max_new_tokens": 0}, "/params: generation.max_new_tokens must be at least 1."),
+    ({"max_new_tokens": -5}, "/params: generation.max_new_tokens must be at least 1."),
+    ({"repetition_penalty": 0}, "/params: generation.repetition_penalty must be positive"),
+    ({"top_p": 1.5}, "/params: generation.top_p must be in (0, 1]."),
+    ({"temperatur": 0.9}, "/params: unknown generation setting 'temperatur'; did you mean 'temperature'?"),
+    ({"temperature": "hot"}, "/params: generation.temperature must be a number, got 'hot'."),
+    ({"temperature": float("nan"), "do_sample": True}, "/params: generation.temperature must be a number, got nan."),
+    ({"max_new_tokens": 8, "repetition_penalty": 0}, "/params: generation.repetition_penalty must be positive"),
+])
+def test_changed_generation_settings_get_the_config_checks(changes, message):
+    """Issue 17, kind B: one set of generation checks; a refused change leaves the settings as they were."""
+    from qwentune.config import GenerationConfig, change_generation
+
+    settings = GenerationConfig(max_new_tokens=16)
+    with pytest.raises(UserError) as err:
+        change_generation(settings, changes, "/params")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert settings == GenerationConfig(max_new_tokens=16)
+    assert change_generation(settings, {"do_sample": "true", "temperature": "0.9"}, "/params") == GenerationConfig(
+        max_new_tokens=16, do_sample=True, temperature=0.9)
+
+
+def test_a_float_setting_is_a_finite_number(tmp_path):
+    with pytest.raises(UserError, match=re.escape("training.learning_rate must be a number, got nan")):
+        load_config(write(tmp_path, "training:\n  learning_rate: .nan\n"))
+    with pytest.raises(UserError, match=re.escape("generation.top_p must be a number, got 'inf'")):
+        load_config(None, [("top_p", "inf")])

@@ -1,5 +1,6 @@
 """Base vs fine-tuned comparison: the seed's two commands, the report, one base copy, bad input."""
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -84,7 +85,7 @@ def test_interactive_session_through_stdin(trained, tiny_model_dir, tmp_path):
     Session(pair, SETTINGS, None, 42, stdin=io.StringIO(script), stdout=out, save_path=str(save)).run()
     text = out.getvalue()
     assert f"[fine-tuned] {QA[0][1]}" in text and "[base] " in text
-    assert "max_new_tokens=12" in text and "cannot set 'nonsense=1'" in text
+    assert "max_new_tokens=12" in text and "unknown generation setting 'nonsense'" in text
     assert "[A] " in text and "[B] " in text and "type a, b or t" in text
     assert "win rate" in text and "blind A/B rating off" in text and "unknown command /bogus" in text
     saved = [json.loads(line) for line in save.read_text(encoding="utf-8").splitlines()]
@@ -92,6 +93,30 @@ def test_interactive_session_through_stdin(trained, tiny_model_dir, tmp_path):
     rating = saved[1]["rating"]
     assert rating["choice"] == "a" and rating["winner"] == rating["shown_as"]["A"]
     assert saved[1]["system"] == "be brief" and saved[1]["settings"]["max_new_tokens"] == 12
+
+
+def test_impossible_params_are_refused_in_one_line_and_the_session_and_votes_go_on(tiny_model_dir, tmp_path):
+    """Case 6 of issue 17: /params runs the config's generation checks; each refusal is one line, the old
+    settings stay, and the next question is answered and rated with the votes so far kept."""
+    pair = load_pair(str(tiny_model_dir), str(tiny_model_dir), log=silent)
+    save = tmp_path / "session.jsonl"
+    refused = ["do_sample=true temperature=0", "max_new_tokens=0", "max_new_tokens=-5", "repetition_penalty=0",
+               "max_new_tokens=8 repetition_penalty=0", "bogus=1", "temperature=warm", "temperature"]
+    script = ["/rate", QA[0][0], "a", *[f"/params {p}" for p in refused], QA[1][0], "b", "/exit"]
+    out = io.StringIO()
+    Session(pair, SETTINGS, None, 42, stdin=io.StringIO("\n".join(script) + "\n"), stdout=out, save_path=str(save)).run()
+    lines = out.getvalue().splitlines()
+    refusals = [line for line in lines if "/params: " in line]
+    assert len(refusals) == len(refused) and all(line.endswith("The settings are unchanged.") for line in refusals)
+    for part in ("generation.temperature must be positive when do_sample is true", "max_new_tokens must be at least 1",
+                 "repetition_penalty must be positive", "unknown generation setting 'bogus'",
+                 "generation.temperature must be a number, got 'warm'", "cannot read 'temperature'"):
+        assert any(part in line for line in refusals), part
+    assert sum("max_new_tokens=16, do_sample=False" in line for line in lines) == len(refused)
+    assert any(line.endswith("over 2 (ties count half)") for line in lines)  # the second vote joined the first
+    saved = [json.loads(line) for line in save.read_text(encoding="utf-8").splitlines()]
+    assert [s["question"] for s in saved] == [QA[0][0], QA[1][0]] and all("rating" in s for s in saved)
+    assert saved[1]["settings"] == dataclasses.asdict(SETTINGS)
 
 
 def test_side_by_side_counts_chinese_as_two_columns():

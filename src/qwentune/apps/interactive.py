@@ -16,8 +16,9 @@ import unicodedata
 from pathlib import Path
 from typing import TextIO
 
-from ..config import GenerationConfig
+from ..config import GenerationConfig, change_generation
 from ..data.convert import conversation
+from ..errors import UserError
 from ..inference.generate import stream
 from .compare import Pair
 
@@ -59,25 +60,16 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, total
     return "\n".join(rows)
 
 
-def _set_params(settings: GenerationConfig, assignments: list[str]) -> GenerationConfig:
-    """`/params temperature=0.9 do_sample=true`, typed and checked like the config files."""
-    import typing
-
-    import yaml
-
-    from ..config import coerce
-
-    hints = typing.get_type_hints(GenerationConfig)
+def parse_params(text: str) -> dict[str, str]:
+    """`temperature=0.9 do_sample=true` -> {"temperature": "0.9", "do_sample": "true"}; config.change_generation
+    types and checks the values. Raises UserError for an item that is not key=value."""
     changes = {}
-    for item in assignments:
-        key, _, text = item.partition("=")
-        if key not in hints or not text:
-            raise ValueError(f"cannot set '{item}'; use key=value with one of {', '.join(hints)}")
-        try:
-            changes[key] = coerce(yaml.safe_load(text), hints[key])
-        except ValueError:
-            raise ValueError(f"{key}={text}: wrong type for {key}") from None
-    return dataclasses.replace(settings, **changes)
+    for item in text.split():
+        key, equals, value = item.partition("=")
+        if not (key and equals and value):
+            raise UserError(f"/params: cannot read '{item}'; write key=value, e.g. /params temperature=0.9.")
+        changes[key] = value
+    return changes
 
 
 class Session:
@@ -161,10 +153,10 @@ class Session:
             self.say(HELP)
         elif name == "/params":
             if rest:
-                try:
-                    self.settings = _set_params(self.settings, rest.split())
-                except ValueError as exc:
-                    self.say(str(exc))
+                try:  # the same checks as a config file; a refused change keeps the old settings
+                    self.settings = change_generation(self.settings, parse_params(rest), "/params")
+                except UserError as exc:
+                    self.say(f"{exc} The settings are unchanged.")
             self.say(", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.settings).items()))
         elif name == "/system":
             self.system = rest or None

@@ -11,7 +11,16 @@ training/presets.py, evaluation/metrics.py), which import nothing heavy.
 """
 
 
-from .load import Problems, apply_overrides, load_config, parse_override_args, save_config, validate
+from .load import (
+           Problems,
+           apply_overrides,
+           change_generation,
+           generation_problems,
+           load_config,
+           parse_override_args,
+           save_config,
+           validate,
+)
 from .schema import (
            KEY_TO_SECTION,
            SECTIONS,
@@ -27,5 +36,5 @@ from .schema import (
 from .values import coerce
 
 __all__ = ["KEY_TO_SECTION", "SECTIONS", "Config", "DataConfig", "EvalConfig", "GenerationConfig", "LoraConfig",
-           "ModelConfig", "Problems", "Switch", "TrainingConfig", "apply_overrides", "coerce", "load_config",
-           "parse_override_args", "save_config", "validate"]
+           "ModelConfig", "Problems", "Switch", "TrainingConfig", "apply_overrides", "change_generation", "coerce",
+           "generation_problems", "load_config", "parse_override_args", "save_config", "validate"]

@@ -8,6 +8,8 @@ and the key; a file with several mistakes gets them all in one message.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import yaml
 
 from ..errors import UserError, did_you_mean
 from ..evaluation.metrics import metric_choices
-from .schema import KEY_TO_SECTION, SECTIONS, Config, section_fields
+from .schema import KEY_TO_SECTION, SECTIONS, Config, GenerationConfig, section_fields
 from .values import coerce, type_name
 
 
@@ -135,6 +137,55 @@ def _all_dotted() -> list[str]:
     return [f"{section}.{key}" for key, section in KEY_TO_SECTION.items()]
 
 
+def generation_problems(g: GenerationConfig) -> list[str]:
+    """What cannot work in these generation settings, one sentence each (without a place: the caller adds it).
+
+    The one set of checks for generation settings, whichever way they arrive: a config file and the command
+    line (through validate), interactive /params (change_generation), and any later front end."""
+    problems = []
+    if g.max_new_tokens < 1:
+        problems.append("generation.max_new_tokens must be at least 1.")
+    if g.do_sample and not g.temperature > 0:
+        problems.append("generation.temperature must be positive when do_sample is true; "
+                        "set do_sample false for greedy decoding.")
+    if not 0 < g.top_p <= 1:
+        problems.append("generation.top_p must be in (0, 1].")
+    if not g.repetition_penalty > 0:
+        problems.append("generation.repetition_penalty must be positive (1.0 means none).")
+    return problems
+
+
+def change_generation(settings: GenerationConfig, changes: Mapping[str, Any], where: str) -> GenerationConfig:
+    """A copy of `settings` with `changes` applied: {key: value} with typed values (0.9, true: JSON, YAML) or
+    text as a command line or a form gives it ("0.9", "true": read as YAML, like command-line options), each
+    typed like the config file's generation section, then checked by generation_problems.
+
+    Raises UserError naming `where` and every problem at once (an unknown key, a wrong type, an impossible
+    value); `settings` itself is never changed, so a caller that catches the error keeps the old settings."""
+    fields = section_fields(GenerationConfig)
+    problems = Problems()
+    changed = dataclasses.replace(settings)
+    for key, value in changes.items():
+        if key not in fields:
+            problems.add(f"{where}: unknown generation setting '{key}'"
+                         + (did_you_mean(key, fields) or f"; the settings are {', '.join(fields)}."))
+            continue
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass  # kept as text: the type check below names it
+        try:
+            setattr(changed, key, coerce(value, fields[key]))
+        except ValueError:
+            problems.add(f"{where}: generation.{key} must be {type_name(fields[key])}, got {value!r}.")
+    if not problems.messages:
+        for message in generation_problems(changed):
+            problems.add(f"{where}: {message}")
+    problems.raise_if_any()
+    return changed
+
+
 def validate(cfg: Config, where: str, problems: Problems | None = None) -> None:
     """Settings that cannot work together, each with the fix in its message: added to `problems`, or
     raised as one UserError when no `problems` is given. Every entry point (config file, command line,
@@ -178,14 +229,8 @@ def validate(cfg: Config, where: str, problems: Problems | None = None) -> None:
         fail("training.max_steps must be at least 1, or null to train num_train_epochs.")
     if t.save_total_limit is not None and t.save_total_limit < 1:
         fail("training.save_total_limit must be at least 1, or null to keep every checkpoint.")
-    if g.max_new_tokens < 1:
-        fail("generation.max_new_tokens must be at least 1.")
-    if g.do_sample and g.temperature <= 0:
-        fail("generation.temperature must be positive when do_sample is true; set do_sample: false for greedy.")
-    if not 0 < g.top_p <= 1:
-        fail("generation.top_p must be in (0, 1].")
-    if g.repetition_penalty <= 0:
-        fail("generation.repetition_penalty must be positive (1.0 means none).")
+    for message in generation_problems(g):
+        fail(message)
     choices = metric_choices()
     unknown = [name for name in cfg.eval.metrics if name not in choices]
     if not cfg.eval.metrics:

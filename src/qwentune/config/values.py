@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -65,13 +66,12 @@ def coerce(value: Any, tp: Any) -> Any:
             return int(value)
         raise ValueError
     if tp is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `2e-4` as a string
-            return float(value)
-        raise ValueError
+        number = float(value)  # a string too: YAML 1.1 reads `2e-4` as a string
+        if not math.isfinite(number):  # `.nan`, "inf": no setting means that, and NaN slips past every `<= 0` check
+            raise ValueError
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
