@@ -39,10 +39,25 @@ def _percentiles(lengths: list[int]) -> dict[str, float]:
             "p99": pick(0.99), "max": ordered[-1]}
 
 
-def _validation_count(val_size: float, total: int) -> int:
+def validation_count(val_size: float, total: int) -> tuple[int, str | None]:
+    """How many of `total` examples go to validation for data.val_size (a fraction below 1, or a count), and a
+    note for the log when that is not what val_size plainly says.
+
+    A positive fraction that rounds to 0 still gives 1 validation example when there are at least 2 (an empty
+    split would leave training without an eval loss and evaluation without data, silently); with a single
+    example the split stays empty, and the note says why."""
     if val_size >= 1:
-        return int(val_size)
-    return int(round(val_size * total)) if val_size > 0 else 0
+        return int(val_size), None
+    if val_size <= 0:
+        return 0, None
+    count = int(round(val_size * total))
+    if count > 0:
+        return count, None
+    examples = f"{total} example{'s' if total != 1 else ''}"
+    if total < 2:
+        return 0, (f"val_size {val_size} of {examples}: no validation split, since training needs the only "
+                   f"example")
+    return 1, f"val_size {val_size} of {examples} rounds to 0; using 1 validation example"
 
 
 def data_settings(data: DataConfig, seed: int, tokenizer) -> dict[str, Any]:
@@ -103,7 +118,9 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
             f"raise --max_length (now {data.max_length})."
         )
 
-    n_validation = _validation_count(data.val_size, len(dataset))
+    n_validation, note = validation_count(data.val_size, len(dataset))
+    if note:
+        log(note)
     if n_validation >= len(dataset):
         raise UserError(
             f"{source.label}: data.val_size {data.val_size} leaves no training examples out of {len(dataset)}; "

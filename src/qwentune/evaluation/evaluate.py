@@ -28,8 +28,13 @@ def eval_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], str]:
     processed = Path(source) if source else Path(cfg.data.processed_dir)
     if (processed / "stats.json").is_file():
         if not (processed / "validation").is_dir():
-            raise UserError(f"{processed}: has no validation split; preprocess with --val_size, or set "
-                            f"eval.eval_dataset to a dataset or file.")
+            stats = json.loads((processed / "stats.json").read_text(encoding="utf-8"))
+            settings = stats.get("settings", {})
+            n = stats.get("examples_out")
+            why = f" (val_size {settings['val_size']} of {n} example{'' if n == 1 else 's'})" if n else ""
+            raise UserError(f"{processed}: has no validation split{why}; preprocess again with --val_size "
+                            f"0.05 (or a count such as 200) from at least 2 examples, or set eval.eval_dataset to "
+                            f"a dataset or file.")
         conversations = datasets.load_from_disk(str(processed / "validation"))["messages"]
         label = str(processed / "validation")
     elif source is None:
