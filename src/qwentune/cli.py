@@ -132,7 +132,7 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
 
             with atomic_output_file(args.output, encoding="utf-8") as handle:
                 for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             print(f"{len(rows)} answers written to {args.output}")
         else:
             for row in rows:
@@ -161,7 +161,7 @@ def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
 
         write_json(args.output, result)
     else:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps(result, ensure_ascii=False, allow_nan=False))
 
 
 COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + [

@@ -73,9 +73,12 @@ def atomic_output_file(target: str | os.PathLike, mode: str = "w", **open_kwargs
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as readable UTF-8 JSON (Chinese stays readable), atomically."""
+    """Write `obj` as readable UTF-8 JSON (Chinese stays readable), atomically.
+
+    Raises ValueError for a NaN or infinity anywhere in `obj`: strict JSON has no such values (other programs'
+    parsers reject the file), so one reaching here is a bug, and nothing is written."""
     with atomic_output_file(path, encoding="utf-8") as handle:
-        json.dump(obj, handle, ensure_ascii=False, indent=2)
+        json.dump(obj, handle, ensure_ascii=False, indent=2, allow_nan=False)
         handle.write("\n")
 
 

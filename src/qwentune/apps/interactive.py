@@ -139,7 +139,7 @@ class Session:
             self.say("nothing to save yet: ask a question first")
             return
         with open(Path(path), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(self.last, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(self.last, ensure_ascii=False, allow_nan=False) + "\n")
         if not quiet:
             self.say(f"saved to {path}")
 

@@ -196,7 +196,7 @@ def write_comparison(report: dict[str, Any], output: str | Path) -> list[Path]:
     from ..fsutil import atomic_output_file
 
     output = Path(output)
-    pages = {output: json.dumps(report, ensure_ascii=False, indent=2) + "\n",
+    pages = {output: json.dumps(report, ensure_ascii=False, indent=2, allow_nan=False) + "\n",
              output.with_suffix(".html"): render_html(report), output.with_suffix(".md"): render_markdown(report)}
     for path, text in pages.items():
         with atomic_output_file(path, encoding="utf-8") as handle:

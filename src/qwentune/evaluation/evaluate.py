@@ -142,7 +142,7 @@ def evaluate(cfg: Config, log=print) -> Path:
         write_json(tmp / "metrics.json", result)
         with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
         (tmp / "summary.md").write_text(summary_markdown(result, rows), encoding="utf-8")
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     log("  ".join(f"{k} {v}" for k, v in shown.items()))

@@ -180,8 +180,11 @@ def reply_nll(model, batch: dict[str, Any]) -> tuple[float, int]:
 
 
 def perplexity(total_nll: float, tokens: int) -> float:
-    """exp(total_nll / tokens), at least 1; NaN when there are no tokens."""
-    return math.exp(total_nll / tokens) if tokens else float("nan")
+    """exp(total_nll / tokens), at least 1. Raises ValueError when there are no tokens: there is no perplexity
+    of nothing, and a NaN would reach metrics.json (callers say why nothing was left to score first)."""
+    if tokens < 1:
+        raise ValueError("perplexity of no tokens")
+    return math.exp(total_nll / tokens)
 
 
 def reply_perplexity(loaded, conversations: list[list[dict[str, str]]], cfg, adapter: bool = True,
@@ -193,7 +196,8 @@ def reply_perplexity(loaded, conversations: list[list[dict[str, str]]], cfg, ada
     from tqdm.auto import tqdm
 
     from ..data.collate import pad_batch
-    from ..data.tokenize import tokenize_batch
+    from ..data.tokenize import DROPPED_NO_REPLY, tokenize_batch
+    from ..errors import UserError
     from ..models.tokenizer import control_tokens, end_of_turn_token
 
     tokenizer, batch_size = loaded.tokenizer, cfg.eval.eval_batch_size
@@ -201,6 +205,15 @@ def reply_perplexity(loaded, conversations: list[list[dict[str, str]]], cfg, ada
                             end_of_turn_token(tokenizer), control_tokens(tokenizer))
     rows = [{"input_ids": i, "labels": l} for i, l, s in zip(tokens["input_ids"], tokens["labels"], tokens["status"])
             if not s.startswith("dropped")]
+    if not rows:  # a perplexity of no tokens would be NaN in metrics.json
+        too_long = sum(status == DROPPED_NO_REPLY for status in tokens["status"])
+        other = len(conversations) - too_long
+        raise UserError(
+            f"perplexity{f' ({label})' if label else ''}: nothing left to score: in {too_long} of the "
+            f"{len(conversations)} evaluation examples the prompt alone fills data.max_length "
+            f"({cfg.data.max_length} tokens)"
+            + (f" and {other} hold special-token text in their content" if other else "")
+            + "; raise --max_length, or leave perplexity out of --metrics.")
     total, count = 0.0, 0
     with loaded.adapter(adapter):
         for start in tqdm(range(0, len(rows), batch_size), desc=f"perplexity {label}".strip(), unit="batch",

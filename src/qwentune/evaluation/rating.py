@@ -71,7 +71,7 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
             writer.writerows(rows)
         else:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
     key_path = sheet.with_name(sheet.name + ".key.json")
     write_json(key_path, key)
     return key_path

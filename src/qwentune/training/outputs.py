@@ -7,6 +7,7 @@ checkpoint-N/ directories; a marker file says a checkpoint was completely writte
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,24 @@ def plot_loss(log_history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def loss_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """first_train_loss, final_train_loss and best_eval_loss of a run's Trainer log history, for run_summary.json.
+
+    A diverged run logs NaN or infinite losses; strict JSON cannot hold them (and min() over NaN is
+    meaningless), so such a loss is null and `non_finite_losses` says how many there were and why."""
+    train = [e["loss"] for e in log_history if "loss" in e]
+    evals = [e["eval_loss"] for e in log_history if "eval_loss" in e]
+    finite_evals = [x for x in evals if math.isfinite(x)]
+    summary: dict[str, Any] = {
+        "first_train_loss": train[0] if train and math.isfinite(train[0]) else None,
+        "final_train_loss": train[-1] if train and math.isfinite(train[-1]) else None,
+        "best_eval_loss": min(finite_evals) if finite_evals else None,
+    }
+    bad = sum(not math.isfinite(x) for x in train + evals)
+    if bad:
+        summary["non_finite_losses"] = (f"{bad} of {len(train) + len(evals)} logged losses were NaN or infinite "
+                                        f"(shown as null): training diverged; lower learning_rate, or use bf16 "
+                                        f"rather than fp16")
+    return summary

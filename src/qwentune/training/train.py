@@ -22,7 +22,7 @@ from ..config import Config, save_config
 from ..errors import UserError
 from ..fsutil import write_json
 from .callbacks import GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
-from .outputs import RUN_CONFIG, RUN_SUMMARY, check_output_dir, plot_loss, resolve_resume, save_final
+from .outputs import RUN_CONFIG, RUN_SUMMARY, check_output_dir, loss_summary, plot_loss, resolve_resume, save_final
 from .processes import check_launcher_fits_device, main_process_first
 
 
@@ -196,8 +196,6 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     seconds = time.perf_counter() - started
 
     state = trainer.state
-    train_losses = [e["loss"] for e in state.log_history if "loss" in e]
-    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
     summary = {
         "status": "interrupted" if stop.received else "finished",
         "steps": state.global_step,
@@ -207,9 +205,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         "tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
         "peak_memory_gb": round(peak_memory_bytes(precision.device) / GB, 2),
         "estimated_peak_memory_gb": round(estimate / GB, 2) if estimate else None,
-        "first_train_loss": train_losses[0] if train_losses else None,
-        "final_train_loss": train_losses[-1] if train_losses else None,
-        "best_eval_loss": min(eval_losses) if eval_losses else None,
+        **loss_summary(state.log_history),
         "best_checkpoint": state.best_model_checkpoint,
         "precision": precision.name,
         "speedups": speedups.as_dict(),
