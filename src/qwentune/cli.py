@@ -92,8 +92,9 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
     import json
 
     from .data.convert import conversation
-    from .inference.chat import answer_prompts, chat, read_prompts
+    from .inference.chat import answer_prompts, chat
     from .inference.generate import stream
+    from .inference.prompts import read_questions
     from .models.load import load_for_inference
     from .models.precision import choose_precision
 
@@ -125,8 +126,8 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
             print(piece, end="", flush=True)
         print()
     elif args.prompts_file:
-        rows = answer_prompts(loaded, read_prompts(args.prompts_file), settings, system, cfg.eval.eval_batch_size,
-                              seed)
+        rows = answer_prompts(loaded, read_questions(args.prompts_file, "prompts"), settings, system,
+                              cfg.eval.eval_batch_size, seed)
         if args.output:
             from .fsutil import atomic_output_file
 
@@ -171,7 +172,8 @@ COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + [
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     from pathlib import Path
 
-    from .apps.compare import compare_batch, load_pair, load_questions
+    from .apps.compare import compare_batch, load_pair
+    from .inference.prompts import read_questions
     from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, COMPARE_KEYS, "model_comparison")
@@ -184,7 +186,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
         pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
         Session(pair, cfg.generation, args.system, cfg.training.seed).run()
         return
-    questions = load_questions(args.questions_file)
+    questions = read_questions(args.questions_file)
     output = Path(args.output)
     if not output.parent.is_dir() or not os.access(output.parent, os.W_OK) or output.is_dir():
         raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
@@ -260,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="a YAML config whose model / generation sections are used")
     p.add_argument("--prompt", help="answer this one prompt (streamed) and exit")
-    p.add_argument("--prompts_file", help=".txt (one per line), .json or .jsonl prompts to answer in batches")
+    p.add_argument("--prompts_file", help=".txt (one per line), .json or .jsonl prompts to answer in batches; the "
+                   "same files as compare --questions-file (an item's own 'system' is honoured)")
     p.add_argument("--output", help="with --prompts_file: write the answers here as JSON Lines")
     p.add_argument("--merge", metavar="DIR", help="merge the adapter into the base and save a full model in DIR")
     p.add_argument("--merge_dtype", choices=["bf16", "fp16", "fp32"], default="bf16",

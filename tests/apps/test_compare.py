@@ -9,13 +9,14 @@ import sys
 import pytest
 import torch
 
-from qwentune.apps.compare import load_pair, load_questions
+from qwentune.apps.compare import load_pair
 from qwentune.apps.interactive import Session, side_by_side
 from qwentune.apps.report import diff_html
 from qwentune.cli import main
 from qwentune.config import GenerationConfig
 from qwentune.errors import UserError
 from qwentune.inference.generate import generate_batch
+from qwentune.inference.prompts import read_questions
 from qwentune.models.load import load_for_inference
 from tests.helpers import QA, REPO, silent
 
@@ -127,7 +128,9 @@ def test_side_by_side_counts_chinese_as_two_columns():
 
 @pytest.mark.parametrize("content, message", [
     ('[{"question": "a"},\n {"question": }]', "questions.json:2: not valid JSON"),
-    ('[{"question": "a"}, {"prompt": "b"}]', "item 1 needs a non-empty 'question'"),
+    ('[{"question": "a"}, {"question": " "}]', "item 2 needs a non-empty 'question'"),
+    ('[{"question": "a", "prompt": "b"}]', "item 1 has both 'question' and 'prompt'"),
+    ('[{"question": "a", "sytem": "b"}]', "unknown field(s) sytem; did you mean 'system'?"),
     ('[{"question": "a", "refrence": "b"}]', "unknown field(s) refrence"),
     ('[]', "non-empty JSON list"),
 ])
@@ -135,17 +138,17 @@ def test_bad_questions_files(tmp_path, content, message):
     path = tmp_path / "questions.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_questions(path)
+        read_questions(path)
 
 
 def test_questions_file_in_another_encoding_names_the_file_and_line(tmp_path):
     path = tmp_path / "questions.json"
     path.write_bytes('[{"question": "Say hi"},\n {"question": "你好"}]'.encode("gbk"))
     with pytest.raises(UserError) as caught:
-        load_questions(path)
+        read_questions(path)
     assert str(caught.value) == f"{path}: not UTF-8 text (line 2); save it as UTF-8."
     path.write_bytes('[{"question": "Say hi"},\n {"question": "你好"}]'.encode("utf-8-sig"))  # a BOM is fine
-    assert [q.question for q in load_questions(path)] == ["Say hi", "你好"]
+    assert [q.question for q in read_questions(path)] == ["Say hi", "你好"]
 
 
 def test_bad_command_lines(trained, tiny_model_dir, tmp_path, capsys):

@@ -2,9 +2,9 @@
 
 import importlib.util
 
-from qwentune.apps.compare import load_questions
 from qwentune.data.convert import convert_records
 from qwentune.data.readers import read_records
+from qwentune.inference.prompts import read_questions
 from tests.helpers import REPO
 
 DEMO = REPO / "data" / "demo"
@@ -31,6 +31,6 @@ def test_splits_are_disjoint_and_in_both_languages():
     assert not prompts(train) & prompts(heldout)
     replies = [r["messages"][1]["content"] for r in heldout]
     assert any(r.startswith("答案：") for r in replies) and any(r.startswith("Answer: ") for r in replies)
-    questions = load_questions(DEMO / "questions.json")
+    questions = read_questions(DEMO / "questions.json")
     assert {q.category for q in questions} == {"identity", "format-zh", "format-en", "arithmetic"}
     assert all(q.reference for q in questions) and {q.question for q in questions} <= prompts(heldout)

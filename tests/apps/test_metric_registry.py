@@ -4,13 +4,14 @@ reports and in the demo's table, and coloured by its own better direction."""
 
 import pytest
 
-from qwentune.apps.compare import Question, compare_batch, load_pair
+from qwentune.apps.compare import compare_batch, load_pair
 from qwentune.apps.demo import summary_table
 from qwentune.apps.report import render_html, render_markdown
 from qwentune.config import Config, GenerationConfig, validate
 from qwentune.errors import UserError
 from qwentune.evaluation import metrics
 from qwentune.evaluation.evaluate import evaluate_side, summary_markdown
+from qwentune.inference.prompts import Question
 from qwentune.models.load import load_for_inference
 from tests.helpers import QA, silent
 

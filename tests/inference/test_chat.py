@@ -58,11 +58,11 @@ def test_inference_and_evaluation_bad_input(trained, tiny_model_dir, tmp_path, c
 
 
 def test_prompts_file_with_a_bom_loses_the_bom(tmp_path):
-    from qwentune.inference.chat import read_prompts
+    from qwentune.inference.prompts import read_questions
 
     path = tmp_path / "prompts.txt"
     path.write_bytes("你好\nWhat is 2+2?\n".encode("utf-8-sig"))  # Notepad's "UTF-8 with BOM"
-    assert read_prompts(path) == ["你好", "What is 2+2?"]
+    assert [q.question for q in read_questions(path)] == ["你好", "What is 2+2?"]
 
 
 @pytest.mark.parametrize("name, text", [
@@ -71,19 +71,41 @@ def test_prompts_file_with_a_bom_loses_the_bom(tmp_path):
     ("prompts.jsonl", '{"prompt": "Say hi"}\n{"prompt": "你好"}\n'),
 ])
 def test_prompts_file_in_another_encoding_names_the_file_and_line(tmp_path, name, text):
-    from qwentune.inference.chat import read_prompts
+    from qwentune.inference.prompts import read_questions
 
     path = tmp_path / name
     path.write_bytes(text.encode("gbk"))
     with pytest.raises(UserError) as caught:
-        read_prompts(path)
+        read_questions(path)
     assert str(caught.value) == f"{path}: not UTF-8 text (line 2); save it as UTF-8."
 
 
 def test_prompts_json_item_that_is_not_a_prompt_is_named(tmp_path):
-    from qwentune.inference.chat import read_prompts
+    from qwentune.inference.prompts import read_questions
 
     path = tmp_path / "prompts.json"
     path.write_text('["one", 2]', encoding="utf-8")
     with pytest.raises(UserError, match="item 2 is neither a string nor an object"):
-        read_prompts(path)
+        read_questions(path)
+
+
+def test_an_items_system_prompt_is_honoured_by_infer_as_by_compare(tiny_model_dir, tmp_path, capsys):
+    """Case 11 of issue 17: the same file through `infer --prompts_file` and `compare --questions-file` gives
+    each item its own system prompt; greedy answers are equal on both paths."""
+    from qwentune.cli import main
+
+    system = "You are a helpful assistant. 你好，我是一个乐于助人的助手。"
+    items = [{"question": QA[1][0], "system": system}, {"question": QA[1][0]}]
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    options = ["--max_new_tokens", "12", "--repetition_penalty", "1.0", "--bf16", "false"]
+    assert main(["infer", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", "null", "--prompts_file",
+                 str(path), "--output", str(tmp_path / "answers.jsonl"), "--eval_batch_size", "1", *options]) == 0
+    inferred = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert main(["compare", "--base-model", str(tiny_model_dir), "--finetuned-model", str(tiny_model_dir),
+                 "--questions-file", str(path), "--output", str(tmp_path / "comparison.json"), "--batch-size", "1",
+                 *options]) == 0, capsys.readouterr().err[-1500:]
+    compared = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))["results"]
+    assert inferred[0]["answer"] != inferred[1]["answer"]  # the system prompt changes this model's answer
+    assert [r["answer"] for r in inferred] == [r["base"]["answer"] for r in compared]
+    assert [r["system"] for r in inferred] == [r["system"] for r in compared] == [system, None]

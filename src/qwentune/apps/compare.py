@@ -4,67 +4,24 @@ When the fine-tuned side is a LoRA adapter only one copy of the base weights is 
 the base answers with the adapter switched off. A merged fine-tuned model is loaded as
 a second model.
 
-Questions file: a JSON list whose items are strings, or objects with `question` and
-optional `reference`, `category` and `system`.
+Questions file: read by inference/prompts.py, the same reader as `infer --prompts_file`: a JSON list
+(or JSON Lines, or a .txt file of lines) whose items are strings, or objects with `question` and optional
+`reference`, `category` and `system`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from ..config import GenerationConfig
-from ..data.convert import conversation
-from ..errors import UserError
 from ..inference.generate import answer_all
+from ..inference.prompts import Question
 from ..models.load import LoadedModel, load_for_inference
 from ..models.precision import Precision
 
 SIDES = ("base", "finetuned")
-
-
-@dataclass(frozen=True)
-class Question:
-    question: str
-    reference: str | None = None
-    category: str = "general"
-    system: str | None = None
-
-    def messages(self, default_system: str | None = None) -> list[dict[str, str]]:
-        return conversation(self.question, self.system or default_system)
-
-
-def load_questions(path: str | Path) -> list[Question]:
-    """The questions of a questions file. Raises UserError when it is missing, not UTF-8 text,
-    not valid JSON, or an item is not a question (naming the file and item)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: questions file not found; see docs/model_comparison_guide.md for the format.")
-    from ..data.readers import parse_json
-    from ..fsutil import read_text
-
-    items = parse_json(path, read_text(path))  # not UTF-8 (a GBK file, say): one error naming the line
-    if not isinstance(items, list) or not items:
-        raise UserError(f"{path}: expected a non-empty JSON list of questions (strings or objects with 'question').")
-    questions = []
-    for index, item in enumerate(items):
-        where = f"{path}: item {index}"
-        if isinstance(item, str):
-            item = {"question": item}
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
-            raise UserError(f"{where} needs a non-empty 'question' text (or be a plain string).")
-        unknown = set(item) - {"question", "reference", "category", "system"}
-        if unknown:
-            raise UserError(f"{where} has unknown field(s) {', '.join(sorted(unknown))}; "
-                            f"use question, reference, category, system.")
-        for key in ("reference", "category", "system"):
-            if item.get(key) is not None and not isinstance(item[key], str):
-                raise UserError(f"{where}: '{key}' must be text, got {type(item[key]).__name__}; fix the item.")
-        questions.append(Question(item["question"].strip(), item.get("reference") or None,
-                                  item.get("category") or "general", item.get("system") or None))
-    return questions
 
 
 @dataclass

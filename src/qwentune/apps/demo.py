@@ -45,10 +45,11 @@ def summary_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
 
 def run_demo(cfg: Config, log=print) -> dict[str, Any]:
     from ..evaluation.evaluate import eval_conversations, evaluate_side
+    from ..inference.prompts import read_questions
     from ..models.load import load_for_inference
     from ..models.precision import choose_precision
     from ..training.train import train
-    from .compare import Pair, compare_batch, load_questions
+    from .compare import Pair, compare_batch
     from .report import write_comparison
 
     started = time.perf_counter()
@@ -64,7 +65,7 @@ def run_demo(cfg: Config, log=print) -> dict[str, Any]:
     base, _ = evaluate_side(loaded, conversations, cfg, adapter=False, label="base")
     tuned, _ = evaluate_side(loaded, conversations, cfg, adapter=True, label="fine-tuned")
     log("3/4 answering the demo questions side by side")
-    report = compare_batch(Pair(loaded, loaded), load_questions(DEMO_QUESTIONS), cfg.generation,
+    report = compare_batch(Pair(loaded, loaded), read_questions(DEMO_QUESTIONS), cfg.generation,
                            cfg.eval.eval_batch_size, cfg.training.seed)
     output = Path(cfg.training.output_dir).parent / "comparison_results.json"
     pages = write_comparison(report, output)

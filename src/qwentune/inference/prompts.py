@@ -1,0 +1,83 @@
+"""Files of prompts or questions, read one way for `infer --prompts_file` and `compare --questions-file`, so
+the two commands answer the same item the same way (its own system prompt included).
+
+Formats, by file name:
+- .txt: one prompt per line (blank lines skipped);
+- .json / .jsonl: a JSON list, or JSON Lines (one object per line);
+- any other name: a JSON list when the text starts with "[", else one prompt per line.
+An item is a string, or an object with `question` (or `prompt`) and optional `reference`, `category` and
+`system` (a system prompt for this item only, ahead of any default system prompt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.convert import conversation
+from ..errors import UserError, did_you_mean
+
+FIELDS = ("question", "prompt", "reference", "category", "system")
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    reference: str | None = None
+    category: str = "general"
+    system: str | None = None
+
+    def messages(self, default_system: str | None = None) -> list[dict[str, str]]:
+        """The conversation to answer: this item's system prompt, else `default_system`, then the question."""
+        return conversation(self.question, self.system or default_system)
+
+
+def _question(item, where: str) -> Question:
+    if isinstance(item, str):
+        item = {"question": item}
+    if not isinstance(item, dict):
+        raise UserError(f"{where} is neither a string nor an object with 'question' (or 'prompt').")
+    unknown = sorted(set(item) - set(FIELDS))
+    if unknown:
+        hint = did_you_mean(unknown[0], FIELDS) if len(unknown) == 1 else ""
+        raise UserError(f"{where} has unknown field(s) {', '.join(unknown)}{hint or ''}; "
+                        f"use question (or prompt), reference, category, system.")
+    if "question" in item and "prompt" in item:
+        raise UserError(f"{where} has both 'question' and 'prompt'; keep one.")
+    text = item.get("question", item.get("prompt"))
+    if not isinstance(text, str) or not text.strip():
+        raise UserError(f"{where} needs a non-empty 'question' (or 'prompt') text, or must be a plain string.")
+    for key in ("reference", "category", "system"):
+        if item.get(key) is not None and not isinstance(item[key], str):
+            raise UserError(f"{where}: '{key}' must be text, got {type(item[key]).__name__}; fix the item.")
+    return Question(text.strip(), item.get("reference") or None, item.get("category") or "general",
+                    item.get("system") or None)
+
+
+def read_questions(path: str | Path, kind: str = "questions") -> list[Question]:
+    """The items of a prompts / questions file (formats in the module docstring), in file order.
+
+    `kind` ("questions", "prompts") names the file in messages. Raises UserError when the file is missing,
+    not UTF-8 text, malformed JSON (naming the line), holds no items, or an item (numbered from 1) is not
+    a question or has an unknown field.
+    """
+    from ..data.readers import parse_json, read_records
+    from ..fsutil import read_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {kind} file not found; check the path (formats: docs/model_comparison_guide.md).")
+    text = read_text(path)
+    suffix = path.suffix.lower()
+    if suffix != ".txt" and text.lstrip().startswith("["):
+        items = parse_json(path, text)
+    elif suffix in (".json", ".jsonl"):
+        items = read_records(path)  # JSON Lines, or JSON Lines saved with a .json name
+    else:
+        items = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of {kind}; put the items in [...].")
+    if not items:
+        raise UserError(f"{path}: the {kind} file is empty; put one per line (.txt), or a non-empty JSON list of "
+                        f"strings or objects with 'question'.")
+    return [_question(item, f"{path}: item {number}") for number, item in enumerate(items, start=1)]
