@@ -53,15 +53,16 @@ def real_sample(name: str) -> Path:
     return path
 
 
-def build_tiny_qwen2(path, tokenizer, seed: int = 0):
-    """A 2-layer Qwen2 with hidden size 64 (about 0.1M parameters), saved with its tokenizer."""
+def build_tiny_qwen2(path, tokenizer, seed: int = 0, positions: int = 512):
+    """A 2-layer Qwen2 with hidden size 64 (about 0.1M parameters) and `positions` positions, saved with its
+    tokenizer."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions, tie_word_embeddings=True,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
         # Wider than the usual 0.02: with a frozen tied head and a unit-scale final norm, tiny embeddings

@@ -19,6 +19,7 @@ from typing import TextIO
 from ..config import GenerationConfig, change_generation
 from ..data.convert import conversation
 from ..errors import UserError
+from ..inference.context import fit_conversation, model_positions, question_too_long
 from ..inference.generate import stream
 from .compare import Pair
 
@@ -103,6 +104,14 @@ class Session:
 
     def exchange(self, question: str) -> None:
         messages = conversation(question, self.system)
+        # Each question is asked afresh (no history to drop), so one that does not fit is skipped, said in one line.
+        sides = [self.pair.model_and_switch(side)[0] for side in ("base", "finetuned")]
+        known = [p for p in (model_positions(loaded.model) for loaded in sides) if p is not None]
+        positions = min(known) if known else None
+        tokenizer = self.pair.finetuned.tokenizer
+        if fit_conversation(tokenizer, messages, self.settings.max_new_tokens, positions) is None:
+            self.say(question_too_long(tokenizer, messages, positions, self.settings.max_new_tokens))
+            return
         order = ["base", "finetuned"]
         if self.blind:
             self.rng.shuffle(order)

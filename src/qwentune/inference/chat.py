@@ -8,6 +8,7 @@ from typing import TextIO
 from ..config import GenerationConfig
 from ..data.convert import conversation
 from ..models.load import LoadedModel
+from .context import fit_conversation, model_positions, question_too_long, too_long_notice
 from .generate import answer_all, stream
 from .prompts import Question
 
@@ -26,8 +27,12 @@ def answer_prompts(loaded: LoadedModel, questions: list[Question], settings: Gen
 
 def chat(loaded: LoadedModel, settings: GenerationConfig, system: str | None, seed: int,
          stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
-    """Multi-turn chat on stdin/stdout with the reply streamed as it is generated."""
+    """Multi-turn chat on stdin/stdout with the reply streamed as it is generated.
+
+    The conversation is kept, less its oldest turns once it and a reply no longer fit the model's positions
+    (said once); a question that does not fit even alone is skipped with one line, and the chat goes on."""
     history: list[dict[str, str]] = []
+    positions, trimming = model_positions(loaded.model), False
     stdout.write(f"chat with {loaded.description.get('finetuned') or loaded.description['base']}; {CHAT_HELP}\n")
     while True:
         stdout.write("\nyou> ")
@@ -54,6 +59,15 @@ def chat(loaded: LoadedModel, settings: GenerationConfig, system: str | None, se
             stdout.write(f"unknown command {text.split()[0]}; {CHAT_HELP}\n")
             continue
         messages = conversation(text, system, history)
+        fitted = fit_conversation(loaded.tokenizer, messages, settings.max_new_tokens, positions)
+        if fitted is None:
+            alone = conversation(text, system)
+            stdout.write(f"({question_too_long(loaded.tokenizer, alone, positions, settings.max_new_tokens)})\n")
+            continue
+        if fitted is not messages and not trimming:
+            trimming = True
+            stdout.write(f"({too_long_notice(positions, settings.max_new_tokens)})\n")
+        messages = fitted
         stdout.write("model> ")
         pieces = []
         for piece in stream(loaded, messages, settings, seed=seed):
@@ -61,4 +75,5 @@ def chat(loaded: LoadedModel, settings: GenerationConfig, system: str | None, se
             stdout.write(piece)
             stdout.flush()
         stdout.write("\n")
-        history += [messages[-1], {"role": "assistant", "content": "".join(pieces).strip()}]
+        history = [m for m in messages if m["role"] != "system"] + [
+            {"role": "assistant", "content": "".join(pieces).strip()}]
