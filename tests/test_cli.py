@@ -34,9 +34,13 @@ def test_version(capsys):
      "generation.repetition_penalty must be positive"),
     (["compare", "--base-model", "m", "--finetuned-model", "m", "--interactive", "--do_sample", "--temperature", "0"],
      "generation.temperature must be positive when do_sample is true"),
+    (["infer", "--prompt", "hi", "--eval_batch_size", "0"], "eval.eval_batch_size must be at least 1"),
+    (["evaluate", "--max_eval_samples", "0"], "eval.max_eval_samples must be at least 1, or null"),
+    (["compare", "--base-model", "m", "--finetuned-model", "m", "--questions-file", "q.json", "--batch-size", "0"],
+     "model_comparison: --batch-size is 0; it must be at least 1."),
 ])
-def test_impossible_generation_settings_on_the_command_line_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
-    """Case 5 of issue 17: the config's generation checks hold for the options of infer and compare, before any
+def test_impossible_settings_on_the_command_line_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    """Case 5 of issue 17 (and its kind): the config's checks hold for the options of infer, evaluate and compare, before any
     model is loaded (the model names here do not exist)."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2

@@ -180,6 +180,8 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
     if not args.interactive and not args.questions_file:
         raise UserError("model_comparison: give --questions-file FILE (batch) or --interactive.")
+    if args.batch_size < 1:
+        raise UserError(f"model_comparison: --batch-size is {args.batch_size}; it must be at least 1.")
     if args.interactive:
         from .apps.interactive import Session
 

@@ -229,6 +229,10 @@ def validate(cfg: Config, where: str, problems: Problems | None = None) -> None:
         fail("training.max_steps must be at least 1, or null to train num_train_epochs.")
     if t.save_total_limit is not None and t.save_total_limit < 1:
         fail("training.save_total_limit must be at least 1, or null to keep every checkpoint.")
+    if cfg.eval.eval_batch_size < 1:
+        fail("eval.eval_batch_size must be at least 1.")
+    if cfg.eval.max_eval_samples is not None and cfg.eval.max_eval_samples < 1:
+        fail("eval.max_eval_samples must be at least 1, or null for the whole evaluation set.")
     for message in generation_problems(g):
         fail(message)
     choices = metric_choices()
