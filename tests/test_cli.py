@@ -40,8 +40,8 @@ def test_version(capsys):
      "model_comparison: --batch-size is 0; it must be at least 1."),
 ])
 def test_impossible_settings_on_the_command_line_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
-    """Case 5 of issue 17 (and its kind): the config's checks hold for the options of infer, evaluate and compare, before any
-    model is loaded (the model names here do not exist)."""
+    """Case 5 of issue 17 (and its kind): the config's checks hold for the options of infer, evaluate and
+    compare, before any model is loaded (the model names here do not exist)."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
