@@ -105,7 +105,8 @@ def test_impossible_params_are_refused_in_one_line_and_the_session_and_votes_go_
                "max_new_tokens=8 repetition_penalty=0", "bogus=1", "temperature=warm", "temperature"]
     script = ["/rate", QA[0][0], "a", *[f"/params {p}" for p in refused], QA[1][0], "b", "/exit"]
     out = io.StringIO()
-    Session(pair, SETTINGS, None, 42, stdin=io.StringIO("\n".join(script) + "\n"), stdout=out, save_path=str(save)).run()
+    stdin = io.StringIO("\n".join(script) + "\n")
+    Session(pair, SETTINGS, None, 42, stdin=stdin, stdout=out, save_path=str(save)).run()
     lines = out.getvalue().splitlines()
     refusals = [line for line in lines if "/params: " in line]
     assert len(refusals) == len(refused) and all(line.endswith("The settings are unchanged.") for line in refusals)

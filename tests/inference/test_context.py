@@ -78,7 +78,7 @@ def test_a_long_chat_drops_its_oldest_turns_says_so_once_and_skips_a_question_th
     notice = ("(the conversation is longer than the model's 96 positions allow with max_new_tokens 12; dropping "
               "the oldest turns from now on, keeping the system prompt)")
     assert text.count(notice) == 1
-    skipped = [line for line in text.splitlines() if "it does not fit the model's 96 positions, so it is skipped" in line]
+    skipped = [line for line in text.splitlines() if "does not fit the model's 96 positions, so it is skipped" in line]
     assert len(skipped) == 1 and "this question is " in skipped[0]
     assert text.count("model> ") == len(questions)  # every other question answered, the session went on
     assert len(seen) == len(questions) and max(seen) + 12 <= 96
