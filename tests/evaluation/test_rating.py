@@ -30,6 +30,8 @@ def test_blind_sheet_round_trip(tmp_path, capsys):
     sheet = tmp_path / "sheet.csv"
     assert main(["rating", "export", "--predictions", str(base), str(tuned), "--output", str(sheet)]) == 0
     assert sheet.read_bytes().startswith(codecs.BOM_UTF8)  # so that Excel reads it as UTF-8, not the ANSI code page
+    with pytest.raises(UserError, match="no scores filled in yet"):  # and the import reads it as written
+        import_scores(sheet)
     text = sheet.read_text(encoding="utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert len(rows) == 12 and {r["model"] for r in rows} == {"M1", "M2"}
@@ -177,8 +179,8 @@ def test_sheet_whose_header_was_changed_says_what_it_found_and_needs(tmp_path):
     with pytest.raises(UserError) as caught:
         import_scores(sheet)
     assert str(caught.value) == (
-        f"{sheet}: the header row holds '条目', '提示', '回答', '模型', '评分', '备注', separated by ',', ';' or tab, "
-        f"but needs the columns model, score; keep the header row as it was written.")
+        f"{sheet}: the header row has '条目', '提示', '回答', '模型', '评分', '备注' (with ',', ';' or tab as the "
+        f"separator), not the columns model, score; put back the header row as it was written.")
 
 
 def test_sheet_saved_as_gbk_is_one_line_and_exit_2_on_the_command_line(tmp_path, capsys):

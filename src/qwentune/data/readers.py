@@ -116,8 +116,8 @@ def csv_separator(path: Path, text: str, required: tuple[str, ...] = ()) -> str:
     if found is None:
         widest = max(order, key=lambda s: len(headers[s]))
         shown = ", ".join(repr(name) for name in headers[widest][:8]) or "nothing"
-        raise UserError(f"{path}: the header row holds {shown}, separated by ',', ';' or tab, but needs the columns "
-                        f"{', '.join(required)}; keep the header row as it was written.")
+        raise UserError(f"{path}: the header row has {shown} (with ',', ';' or tab as the separator), not the "
+                        f"columns {', '.join(required)}; put back the header row as it was written.")
     return found
 
 

@@ -103,7 +103,7 @@ def _entry(path: Path, name: str, spec, problems: Problems) -> DatasetEntry | No
         key = str(key)
         if key not in ENTRY_FIELDS:
             hint = did_you_mean(key, ENTRY_FIELDS)
-            misspelt |= {name for name in ("hub_id", "file") if f"'{name}'" in hint}
+            misspelt |= {source for source in ("hub_id", "file") if f"'{source}'" in hint}
             problems.add(f"{where} has unknown key '{key}'" + (hint or f" (allowed: {', '.join(ENTRY_FIELDS)})."))
         elif value is not None:
             try:

@@ -132,7 +132,7 @@ def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict
             value = None
         if value is None or not SCALE[0] <= value <= SCALE[1]:
             raise UserError(f"{sheet}: {where} has score '{raw}'; use a number from {SCALE[0]} to {SCALE[1]}.")
-        code = str(row.get("model", ""))
+        code = str(row.get("model") or "")
         if code not in key:
             raise UserError(f"{sheet}: {where} names model '{code}', which the key does not know.")
         scores[code].append(value)
