@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--base-model", required=True, help="hub id or local directory of the base model")
     p.add_argument("--finetuned-model", required=True,
-                   help="adapter directory, training output / checkpoints directory, or merged model")
+                   help="adapter directory, training output / checkpoints directory, merged model directory, "
+                        "or a .gguf model file")
     p.add_argument("--interactive", action="store_true", help="ask questions in the terminal")
     p.add_argument("--questions-file", help="JSON list of questions (see docs/model_comparison_guide.md)")
     p.add_argument("--output", default="comparison_results.json", help="results JSON; .html and .md go beside it")

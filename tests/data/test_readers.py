@@ -140,3 +140,39 @@ def test_oasst1_rows_saved_as_csv_convert_like_the_json_rows(tmp_path):
     from_json = convert_records(rows, "oasst1", languages=["en"])
     assert from_csv.conversations == from_json.conversations and from_csv.skipped == from_json.skipped
     assert from_json.conversations[0]["messages"][1]["content"] == "Best answer: photosynthesis."
+
+
+EXCEL_ROWS = [{"instruction": "列出三种水果；用分号分开", "input": None, "output": "苹果; 香蕉; 梨"},
+              {"instruction": 'Say "hi"; then stop', "input": "a, b", "output": "第一行\r\n第二行"}]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_csv_saved_by_excel_with_semicolons_or_tabs_reads(tmp_path, separator):
+    """Excel where the decimal mark is a comma saves "CSV" with ';' (and "Text" with tabs): CRLF, a BOM,
+    quotes around cells that hold the separator, a quote or a line break. Empty columns it keeps have no name."""
+    import csv
+    import io
+
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle, delimiter=separator, lineterminator="\r\n")
+    writer.writerow(["instruction", "input", "output", "", ""])
+    writer.writerows([[row["instruction"], row["input"] or "", row["output"], "", ""] for row in EXCEL_ROWS])
+    path = tmp_path / "excel.csv"
+    path.write_bytes(handle.getvalue().encode("utf-8-sig"))
+    assert '"Say ""hi""; then stop"' in handle.getvalue()
+    assert read_records(path) == EXCEL_ROWS
+    converted = convert_records(read_records(path), source=str(path))
+    assert converted.conversations[1]["messages"][-1]["content"] == "第一行\r\n第二行"
+
+
+def test_comma_csv_whose_cells_hold_semicolons_stays_comma_separated(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("instruction,output\nDo x; then y,ok; fine\nDo z;w,sure;\n", encoding="utf-8")
+    assert read_records(path) == [{"instruction": "Do x; then y", "output": "ok; fine"},
+                                  {"instruction": "Do z;w", "output": "sure;"}]
+
+
+def test_one_column_csv_reads(tmp_path):
+    path = tmp_path / "prompts.csv"
+    path.write_text("instruction\nHello; there\nHi\n", encoding="utf-8")
+    assert read_records(path) == [{"instruction": "Hello; there"}, {"instruction": "Hi"}]

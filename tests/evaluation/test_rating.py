@@ -1,3 +1,4 @@
+import codecs
 import csv
 import io
 import json
@@ -28,7 +29,10 @@ def test_blind_sheet_round_trip(tmp_path, capsys):
     tuned = predictions(tmp_path / "tuned", TUNED_ANSWERS)
     sheet = tmp_path / "sheet.csv"
     assert main(["rating", "export", "--predictions", str(base), str(tuned), "--output", str(sheet)]) == 0
-    text = sheet.read_text(encoding="utf-8")
+    assert sheet.read_bytes().startswith(codecs.BOM_UTF8)  # so that Excel reads it as UTF-8, not the ANSI code page
+    with pytest.raises(UserError, match="no scores filled in yet"):  # and the import reads it as written
+        import_scores(sheet)
+    text = sheet.read_text(encoding="utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert len(rows) == 12 and {r["model"] for r in rows} == {"M1", "M2"}
     assert sorted(r["answer"] for r in rows) == sorted(BASE_ANSWERS + TUNED_ANSWERS)
@@ -60,7 +64,13 @@ def test_bad_scores_and_missing_files(tmp_path):
     export_sheet([str(base)], sheet)
     row = json.loads(sheet.read_text(encoding="utf-8"))
     sheet.write_text(json.dumps({**row, "score": "great"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    with pytest.raises(UserError, match="row 2 has score 'great'; use a number from 1 to 5"):
+    with pytest.raises(UserError, match="sheet.jsonl: line 1 has score 'great'; use a number from 1 to 5"):
+        import_scores(sheet)  # line 1 of the file: a JSONL sheet has no header row
+    sheet.write_text(json.dumps({**row, "score": 0}) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 1 has score '0'"):  # a JSON 0 is a score out of range, not a blank
+        import_scores(sheet)
+    sheet.write_text(json.dumps({k: v for k, v in row.items() if k != "score"}) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="sheet.jsonl:1: no 'score' field; keep the fields the export wrote"):
         import_scores(sheet)
     with pytest.raises(UserError, match="predictions file not found"):
         export_sheet([str(tmp_path / "nope")], tmp_path / "s.csv")
@@ -74,7 +84,7 @@ def filled_sheet(tmp_path, suffix):
     sheet = tmp_path / f"sheet{suffix}"
     export_sheet([str(base)], sheet)
     if suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8"), newline="")))
+        rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"), newline="")))
     else:
         rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
     return sheet, [{**row, "score": "4"} for row in rows]
@@ -125,3 +135,61 @@ def test_predictions_and_key_in_another_encoding_or_broken_name_the_file(tmp_pat
     key.write_text('["M1"]', encoding="utf-8")
     with pytest.raises(UserError, match="not a rating key"):
         import_scores(sheet)
+
+
+# Answers as people write them: the separator Excel uses, quotes, a line break, Chinese.
+TRICKY_BASE = ["苹果；香蕉; 还有梨", 'He said "hi"; then left.', "第一行\n第二行", "a, b and c"]
+TRICKY_TUNED = ["水果: 苹果;香蕉;梨", "Line one\r\nline two; done", "四加四等于八。", '"Quoted"; 引号']
+
+
+def saved_by_excel(sheet, scores, separator):
+    """The exported sheet opened and saved again by Excel in a locale whose list separator is `separator`
+    (';' where the decimal mark is a comma, as in Germany or France): CRLF line ends, a BOM, quotes only
+    where a cell holds the separator, a quote or a line break; `scores` maps an answer to what was typed."""
+    rows = list(csv.reader(io.StringIO(sheet.read_bytes().decode("utf-8-sig"), newline="")))
+    header = rows[0]
+    for row in rows[1:]:
+        row[header.index("score")] = scores.get(row[header.index("answer")], "")
+    handle = io.StringIO(newline="")
+    csv.writer(handle, delimiter=separator, lineterminator="\r\n").writerows(rows)
+    sheet.write_bytes(handle.getvalue().encode("utf-8-sig"))
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_sheet_saved_by_excel_with_semicolons_or_tabs_imports_every_score(tmp_path, separator):
+    base = predictions(tmp_path / "base", TRICKY_BASE)
+    tuned = predictions(tmp_path / "tuned", TRICKY_TUNED)
+    sheet = tmp_path / "sheet.csv"
+    export_sheet([str(base), str(tuned)], sheet)
+    scores = {TRICKY_BASE[0]: "2", TRICKY_BASE[1]: "3", TRICKY_BASE[2]: "2,5",  # 2.5 as a comma locale writes it
+              TRICKY_TUNED[0]: "5", TRICKY_TUNED[1]: "4", TRICKY_TUNED[2]: "4,5"}
+    saved_by_excel(sheet, scores, separator)
+    raw = sheet.read_bytes()
+    assert raw.startswith(codecs.BOM_UTF8) and b"\r\n" in raw and f'"{TRICKY_BASE[1]}"'.replace('"hi"', '""hi""') in \
+        raw.decode("utf-8-sig")  # the sheet really is what Excel writes: quoted cells, doubled quotes
+    result = import_scores(sheet)
+    assert result[str(base / "predictions.jsonl")] == {"rated": 3, "mean": 2.5, "stdev": 0.5}
+    assert result[str(tuned / "predictions.jsonl")] == {"rated": 3, "mean": 4.5, "stdev": 0.5}
+
+
+def test_sheet_whose_header_was_changed_says_what_it_found_and_needs(tmp_path):
+    sheet, rows = filled_sheet(tmp_path, ".csv")
+    text = write_csv(rows).replace("item,prompt,answer,model,score,comment", "条目;提示;回答;模型;评分;备注", 1)
+    sheet.write_bytes(text.encode("utf-8-sig"))
+    with pytest.raises(UserError) as caught:
+        import_scores(sheet)
+    assert str(caught.value) == (
+        f"{sheet}: the header row has '条目', '提示', '回答', '模型', '评分', '备注' (with ',', ';' or tab as the "
+        f"separator), not the columns model, score; put back the header row as it was written.")
+
+
+def test_sheet_saved_as_gbk_is_one_line_and_exit_2_on_the_command_line(tmp_path, capsys):
+    sheet, rows = filled_sheet(tmp_path, ".csv")
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle, delimiter=";", lineterminator="\r\n")
+    writer.writerow(list(rows[0]))
+    writer.writerows([list(row.values()) for row in rows])
+    sheet.write_bytes(handle.getvalue().encode("gbk"))  # Excel's plain "CSV" on a Chinese Windows
+    assert main(["rating", "import", "--sheet", str(sheet)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sheet}: not UTF-8 text (line 2); save it as UTF-8.\n"

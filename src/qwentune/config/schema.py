@@ -38,7 +38,7 @@ class DataConfig:
     # A registered name (`qwentune datasets` lists them) or a local json/jsonl/csv/parquet file.
     dataset_name: str = "chinese_alpaca"
     # auto detects alpaca / sharegpt / openai / oasst1 / oasst_tree from the records.
-    dataset_format: Literal["auto", FORMATS] = "auto"
+    dataset_format: Literal[("auto", *FORMATS)] = "auto"  # Literal["auto", FORMATS] would nest the tuple
     # Your column names for the standard ones, e.g. {instruction: question, output: answer}.
     columns: dict[str, str] = field(default_factory=dict)
     # A YAML file with extra named datasets, in the same form as the built-in registry.

@@ -20,7 +20,7 @@ def type_name(tp: Any) -> str:
     if origin is list:
         return "a list"
     if origin is dict:
-        return "a mapping"
+        return "a mapping of names to text" if typing.get_args(tp) == (str, str) else "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
 
 

@@ -5,6 +5,7 @@ hide a broken export. JSON files may hold either one array or one object per lin
 Text files are decoded by fsutil.read_text, so a file in another encoding (GBK, Latin-1)
 is one error about the file, not a wrong-type error about some record. Every CSV column
 is text (an empty cell is a null): guessing types would turn the answer "4" into the number 4.
+A CSV may be separated by ',', ';' (what Excel writes where the decimal mark is a comma) or tabs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ def _suffix(path: Path) -> str:
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), path.suffix.lower())
 
 
-def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
+def numbered_json_lines(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line of a JSON Lines text.
+
+    Raises UserError naming the file and line of a line that is not valid JSON or not an object.
+    """
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -39,8 +44,12 @@ def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
             ) from None
         if not isinstance(record, dict):
             raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}.")
-        records.append(record)
+        records.append((number, record))
     return records
+
+
+def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
+    return [record for _, record in numbered_json_lines(path, text)]
 
 
 def parse_json(path: Path, text: str | None = None) -> Any:
@@ -69,34 +78,84 @@ def _json_document(path: Path, text: str) -> list[dict[str, Any]]:
     return data
 
 
-def _csv_records(path: Path, text: str) -> list[dict[str, Any]]:
-    """Rows of a CSV text under its header, every cell text and an empty cell None.
+CSV_SEPARATORS = (",", ";", "\t")
+SEPARATOR_NAMES = {",": "','", ";": "';'", "\t": "tab"}
 
-    The csv module, not pyarrow: it keeps every cell as text and reads quoted multi-line answers.
+
+def _csv_reader(text: str, separator: str):
+    # The csv module's default cap on one cell (128 KiB) would reject a long document; raising it is harmless.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    return csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+
+
+def _header(path: Path, text: str, separator: str) -> list[str]:
+    reader = _csv_reader(text, separator)
+    try:
+        return next(reader, [])
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({exc}); fix that line.") from None
+
+
+def csv_separator(path: Path, text: str, required: tuple[str, ...] = ()) -> str:
+    """The separator of a CSV text: ',', ';' or tab.
+
+    The csv module's Sniffer guesses from the first 16 KiB (Excel in many European locales saves with ';');
+    when the guess leaves the header one column, or without a `required` column, the first of the others
+    that does not wins, so a wrong guess cannot silently give one column. Raises UserError when no
+    separator gives the header every `required` column, saying what the header holds.
+    """
+    try:
+        guess = csv.Sniffer().sniff(text[:16384], delimiters="".join(CSV_SEPARATORS)).delimiter
+    except csv.Error:  # one column, or too little text to tell
+        guess = ","
+    order = [guess] + [s for s in CSV_SEPARATORS if s != guess]
+    headers = {separator: _header(path, text, separator) for separator in order}
+    if not required:
+        return next((s for s in order if len(headers[s]) > 1), ",")
+    found = next((s for s in order if set(required) <= set(headers[s])), None)
+    if found is None:
+        widest = max(order, key=lambda s: len(headers[s]))
+        shown = ", ".join(repr(name) for name in headers[widest][:8]) or "nothing"
+        raise UserError(f"{path}: the header row has {shown} (with ',', ';' or tab as the separator), not the "
+                        f"columns {', '.join(required)}; put back the header row as it was written.")
+    return found
+
+
+def csv_rows(path: Path, text: str, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(row number as a spreadsheet shows it, the header being row 1; record) for each row of a CSV text,
+    every cell text and an empty cell None; columns without a name (empty columns Excel keeps) are left out.
+
+    The csv module, not pyarrow: it keeps every cell as text and reads quoted multi-line answers; the
+    separator is found by csv_separator (`required`: columns the header must have).
     Raises UserError naming the line of a row whose field count differs from the header's,
     of a duplicated column name, or of a row the csv module cannot parse.
     """
-    # The csv module's default cap on one cell (128 KiB) would reject a long document; raising it is harmless.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    reader = csv.reader(io.StringIO(text, newline=""))
+    separator = csv_separator(path, text, required)
+    reader = _csv_reader(text, separator)
     try:
         header = next(reader, None)
         if header is None:
             return []
-        duplicated = sorted({name for name in header if header.count(name) > 1})
+        duplicated = sorted({name for name in header if name and header.count(name) > 1})
         if duplicated:
             raise UserError(f"{path}:1: the header names column '{duplicated[0]}' twice; rename one of them.")
-        records = []
-        for fields in reader:
+        rows = []
+        for row_number, fields in enumerate(reader, start=2):
             if not fields:  # a blank line
                 continue
             if len(fields) != len(header):
                 raise UserError(f"{path}:{reader.line_num}: the row has {len(fields)} field(s) but the header has "
-                                f"{len(header)}; fix that row (put a field that holds a comma in \"double quotes\").")
-            records.append({name: value if value != "" else None for name, value in zip(header, fields)})
+                                f"{len(header)}; fix that row (put a field that holds a {SEPARATOR_NAMES[separator]} "
+                                f"in \"double quotes\").")
+            rows.append((row_number, {name: value if value != "" else None
+                                      for name, value in zip(header, fields) if name}))
     except csv.Error as exc:
         raise UserError(f"{path}:{reader.line_num}: not valid CSV ({exc}); fix that line.") from None
-    return records
+    return rows
+
+
+def _csv_records(path: Path, text: str) -> list[dict[str, Any]]:
+    return [record for _, record in csv_rows(path, text)]
 
 
 def _parquet_records(path: Path) -> list[dict[str, Any]]:

@@ -10,17 +10,25 @@ in the same form:
       hub_id: someone/some-dataset
       split: train
       columns: {instruction: question, output: answer}
+
+Every entry of the file is checked before any is used: an unknown key or a value of the wrong type
+(`columns: [question, answer]`) is one sentence naming the file, the entry and the key, and all the
+problems of a file are reported together.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
+from ..config import Problems, coerce
+from ..config.values import type_name
 from ..errors import UserError, did_you_mean
 from ..fsutil import read_text
+from .convert import FORMATS
 
 
 @dataclass(frozen=True)
@@ -74,10 +82,50 @@ DEFAULT_DATASETS = ["chinese_alpaca", "alpaca_gpt4_data", "OpenAssistant/oasst1"
                     "yahma/alpaca-cleaned"]
 
 
+# What an entry of a registry file may set, with the type its value must have (coerced like config values;
+# an empty value, `subset:` or null, leaves the default).
+ENTRY_FIELDS = {"hub_id": str, "file": str, "split": str, "subset": str, "format": Literal[("auto", *FORMATS)],
+                "columns": dict[str, str], "description": str}
+# How a wrong value is explained where the type's name alone says too little.
+FIELD_HINTS = {"columns": "a mapping such as {instruction: question} (the format's field: your column)"}
+
+
+def _entry(path: Path, name: str, spec, problems: Problems) -> DatasetEntry | None:
+    """The DatasetEntry of one registry entry, or None after adding each of its problems to `problems`."""
+    where = f"{path}: entry '{name}'"
+    if not isinstance(spec, dict):
+        problems.add(f"{where} must be a mapping with 'hub_id' or 'file', such as {{file: chats.jsonl}}; "
+                     f"got {spec!r}.")
+        return None
+    found = len(problems.messages)
+    values, misspelt = {}, set()
+    for key, value in spec.items():
+        key = str(key)
+        if key not in ENTRY_FIELDS:
+            hint = did_you_mean(key, ENTRY_FIELDS)
+            misspelt |= {source for source in ("hub_id", "file") if f"'{source}'" in hint}
+            problems.add(f"{where} has unknown key '{key}'" + (hint or f" (allowed: {', '.join(ENTRY_FIELDS)})."))
+        elif value is not None:
+            try:
+                values[key] = coerce(value, ENTRY_FIELDS[key])
+            except ValueError:
+                problems.add(f"{where}: {key} must be {FIELD_HINTS.get(key) or type_name(ENTRY_FIELDS[key])}, "
+                             f"got {value!r}.")
+    if sum(spec.get(key) not in (None, "") for key in ("hub_id", "file")) != 1 and not misspelt:
+        problems.add(f"{where} needs exactly one of 'hub_id' (a hub dataset) or 'file' (a local file).")
+    if len(problems.messages) > found:
+        return None
+    if "file" in values:
+        values["file"] = str((path.parent / values["file"]).resolve())
+    return DatasetEntry(name=name, **values)
+
+
 def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
     """The built-in entries plus those of `user_file` (which may override a built-in name).
 
-    Raises UserError when the file is missing, not UTF-8 text, not valid YAML, or has a bad entry.
+    Raises UserError when the file is missing, not UTF-8 text, not valid YAML, not a mapping of names
+    to entries, or when entries have unknown keys, values of the wrong type (each key's type is in
+    ENTRY_FIELDS) or not exactly one of hub_id and file: every problem of the file in one message.
     """
     registry = dict(BUILTIN)
     if not user_file:
@@ -87,24 +135,18 @@ def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
         raise UserError(f"{path}: dataset registry file not found; fix data.dataset_registry.")
     try:
         raw = yaml.safe_load(read_text(path)) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc}); fix the syntax.") from None
+    except yaml.YAMLError as exc:  # its text spans lines; the line and the problem are what the user needs
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'}); "
+                        f"fix the syntax.") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of dataset names to entries.")
-    allowed = [f.name for f in fields(DatasetEntry) if f.name != "name"]
-    for name, spec in raw.items():
-        if not isinstance(spec, dict):
-            raise UserError(f"{path}: entry '{name}' must be a mapping with 'hub_id' or 'file'.")
-        for key in spec:
-            if key not in allowed:
-                hint = did_you_mean(key, allowed) or f" (allowed: {', '.join(allowed)})"
-                raise UserError(f"{path}: entry '{name}' has unknown key '{key}'{hint}.")
-        if bool(spec.get("hub_id")) == bool(spec.get("file")):
-            raise UserError(f"{path}: entry '{name}' needs exactly one of 'hub_id' or 'file'.")
-        if spec.get("file"):
-            spec = {**spec, "file": str((path.parent / spec["file"]).resolve())}
-        registry[str(name)] = DatasetEntry(name=str(name), **spec)
-    return registry
+        raise UserError(f"{path}: expected a mapping of dataset names to entries, such as "
+                        f"'my_set: {{file: chats.jsonl, format: alpaca}}'.")
+    problems = Problems()
+    entries = {str(name): _entry(path, str(name), spec, problems) for name, spec in raw.items()}
+    problems.raise_if_any()
+    return {**registry, **entries}
 
 
 def unknown_dataset_error(name: str, registry: dict[str, DatasetEntry]) -> UserError:

@@ -2,6 +2,8 @@
 
 The sheet (CSV for spreadsheets, or JSONL) has one row per answer in shuffled order:
 item, prompt, answer, model (a code like M1), score (1-5, to fill in), comment.
+The CSV is written as UTF-8 with a BOM, which tells Excel it is UTF-8 (without it Excel shows Chinese as
+mojibake); it is read back whether saved with ',', ';' or tabs, with or without a BOM.
 The codes are resolved only by the key file written next to it (<sheet>.key.json), so raters
 do not know which model wrote what; keep the key away from them.
 """
@@ -9,7 +11,6 @@ do not know which model wrote what; keep the key away from them.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
 import statistics
@@ -19,6 +20,7 @@ from ..errors import UserError
 from ..fsutil import atomic_output_file, read_text, write_json
 
 COLUMNS = ["item", "prompt", "answer", "model", "score", "comment"]
+NEEDED = ("model", "score")  # the columns an import reads
 SCALE = (1, 5)
 
 
@@ -64,8 +66,9 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
         raise UserError("the predictions files hold no answers to rate.")
     random.Random(seed).shuffle(rows)
     rows = [{"item": index, **row, "score": "", "comment": ""} for index, row in enumerate(rows, start=1)]
-    with atomic_output_file(sheet, encoding="utf-8", newline="") as handle:
-        if sheet.suffix.lower() == ".csv":
+    is_csv = sheet.suffix.lower() == ".csv"
+    with atomic_output_file(sheet, encoding="utf-8-sig" if is_csv else "utf-8", newline="") as handle:
+        if is_csv:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -77,16 +80,29 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
     return key_path
 
 
-def _read_sheet(sheet: Path) -> list[dict]:
-    """The rows of a filled sheet. Raises UserError when it is missing or not UTF-8 text (a CSV
-    saved by Excel as GBK, say; Excel's "CSV UTF-8" with its BOM is fine), or a JSONL line is broken."""
+def _read_sheet(sheet: Path) -> list[tuple[str, dict]]:
+    """(where, row) for each row of a filled sheet: "row N" as a spreadsheet numbers it (the header is
+    row 1), or "line N" of a JSONL sheet.
+
+    Raises UserError when it is missing, not UTF-8 text (a CSV saved by Excel as GBK, say; Excel's
+    "CSV UTF-8" with its BOM is fine), its header lacks the model or score column under every separator
+    (',', ';', tab), or a JSONL line is broken or lacks one of those fields.
+    """
+    from ..data.readers import csv_rows, numbered_json_lines
+
     if not sheet.is_file():
         raise UserError(f"{sheet}: rating sheet not found.")
+    text = read_text(sheet)
     if sheet.suffix.lower() == ".csv":
-        return list(csv.DictReader(io.StringIO(read_text(sheet), newline="")))
-    from ..data.readers import read_records
-
-    return read_records(sheet)
+        return [(f"row {number}", row) for number, row in csv_rows(sheet, text, required=NEEDED)]
+    rows = []
+    for number, row in numbered_json_lines(sheet, text):
+        missing = [name for name in NEEDED if name not in row]
+        if missing:
+            raise UserError(f"{sheet}:{number}: no '{missing[0]}' field; keep the fields the export wrote "
+                            f"({', '.join(COLUMNS)}).")
+        rows.append((f"line {number}", row))
+    return rows
 
 
 def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict:
@@ -106,19 +122,19 @@ def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict
         raise UserError(f"{key_path}: not a rating key (model codes to predictions files); "
                         f"use the .key.json the export wrote.")
     scores: dict[str, list[float]] = {code: [] for code in key}
-    for row_number, row in enumerate(_read_sheet(sheet), start=2):
-        raw = str(row.get("score") or "").strip()
+    for where, row in _read_sheet(sheet):
+        raw = "" if row.get("score") is None else str(row["score"]).strip()  # a JSON 0 is a score, not a blank
         if not raw:
             continue  # not rated (yet)
-        try:
-            value = float(raw)
+        try:  # "3,5" is how Excel writes 3.5 where the decimal mark is a comma
+            value = float(raw.replace(",", ".") if raw.count(",") == 1 and "." not in raw else raw)
         except ValueError:
             value = None
         if value is None or not SCALE[0] <= value <= SCALE[1]:
-            raise UserError(f"{sheet}: row {row_number} has score '{raw}'; use a number from {SCALE[0]} to {SCALE[1]}.")
-        code = str(row.get("model", ""))
+            raise UserError(f"{sheet}: {where} has score '{raw}'; use a number from {SCALE[0]} to {SCALE[1]}.")
+        code = str(row.get("model") or "")
         if code not in key:
-            raise UserError(f"{sheet}: row {row_number} names model '{code}', which the key does not know.")
+            raise UserError(f"{sheet}: {where} names model '{code}', which the key does not know.")
         scores[code].append(value)
     if not any(scores.values()):
         raise UserError(f"{sheet}: no scores filled in yet; put 1-5 in the score column.")

@@ -17,6 +17,9 @@ def merge_adapter(loaded: LoadedModel, output_dir: str | Path, dtype: torch.dtyp
 
     Load `loaded` in fp32 for merging, so W + BA is computed exactly, then pass the dtype to store it in.
     """
+    if loaded.description.get("kind") == "merged":  # a merged directory or a GGUF model given as --adapter_path
+        raise UserError(f"{loaded.description['finetuned']}: already a whole model, with no adapter to merge; "
+                        f"use it as it is.")
     if not loaded.has_adapter:
         raise UserError("--merge needs an adapter (--adapter_path) to merge into the base model.")
     merged = loaded.model.merge_and_unload()

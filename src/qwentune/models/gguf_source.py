@@ -82,13 +82,42 @@ def materialize(name: str, log=print) -> str:
     return name
 
 
+def gguf_type(path: str | os.PathLike) -> str:
+    """What a GGUF file holds, from its general.type key: "model" (also when the key is absent, as in files
+    written before llama.cpp added it), "adapter" (a LoRA adapter for llama.cpp's --lora), or another type.
+
+    Raises UserError when the file is not GGUF or cannot be read.
+    """
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(path).get_field("general.type")
+    except (OSError, ValueError, KeyError, IndexError) as exc:  # gguf-py: bad magic, version, or a cut-off file
+        raise UserError(f"{path}: not a readable GGUF file ({str(exc).splitlines()[0]}).") from None
+    return str(field.contents()) if field is not None else "model"
+
+
+def require_gguf_model(path: Path) -> None:
+    """UserError unless the GGUF file at `path` is a whole model (not an adapter or another kind of GGUF file)."""
+    kind = gguf_type(path)
+    if kind == "adapter":
+        raise UserError(f"{path}: a LoRA adapter in GGUF form (for llama.cpp's --lora), not a model; qwentune "
+                        f"attaches PEFT adapters: give the adapter or training output directory as --adapter_path "
+                        f"and the base model as --model_name_or_path.")
+    if kind != "model":
+        raise UserError(f"{path}: a GGUF '{kind}' file, not a model; give a GGUF model file or a model directory.")
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("QWENTUNE_CACHE", Path.home() / ".cache" / "qwentune"))
 
 
 def _fingerprint(path: Path) -> str:
-    """Name + size + the first MiB: enough to tell model files apart without hashing gigabytes."""
-    digest = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
+    """Name + size + modification time + the first MiB: enough to tell model files apart without hashing
+    gigabytes. The time matters: a fine-tune exported again under the same name has the same size and the
+    same first MiB (header, then the embeddings LoRA leaves alone), and must not get the old conversion."""
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     with open(path, "rb") as handle:
         digest.update(handle.read(1 << 20))
     return digest.hexdigest()[:12]
@@ -100,6 +129,7 @@ def converted_model_dir(gguf_path: str | os.PathLike, log=print) -> Path:
     target = cache_root() / "models" / f"{gguf_path.stem}-{_fingerprint(gguf_path)}"
     if (target / "config.json").is_file():
         return target
+    require_gguf_model(gguf_path)  # an adapter or other GGUF file: say so, not what transformers makes of it
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import numbered_checkpoints
 from . import import_peft, peft_checkpointing_probe_quiet
+from .gguf_source import materialize
 from .precision import Precision, choose_precision
 from .source import resolve_model_source
 from .tokenizer import load_tokenizer, stop_token_ids
@@ -86,13 +87,31 @@ class LoadedModel:
                 yield
 
 
-def find_adapter(path: str | Path) -> tuple[str, Path, str]:
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def _fine_tuned_file(path: Path, log=print) -> tuple[str, Path, str]:
+    """A file given as the fine-tuned side: a GGUF model is a whole model (like a merged directory),
+    converted once to safetensors; anything else is one sentence saying what to give instead."""
+    if path.suffix.lower() == ".gguf":
+        return "merged", Path(materialize(str(path), log)), f"the whole model in the GGUF file {path} (not an adapter), converted once to"
+    if path.name in ADAPTER_FILES:
+        raise UserError(f"{path}: a file of an adapter; give the directory that holds it ({path.parent}).")
+    raise UserError(f"{path}: a file, not an adapter; give an adapter directory (with adapter_config.json), a training "
+                    f"output directory, or a whole model (a model directory or a .gguf file).")
+
+
+def find_adapter(path: str | Path, log=print) -> tuple[str, Path, str]:
     """What a fine-tuned path holds: ("adapter" | "merged", directory, how it was chosen).
 
     A training output directory gives its final adapter, else the best checkpoint by eval loss
-    (from run_summary.json), else the newest checkpoint.
+    (from run_summary.json), else the newest checkpoint. A directory with a model (config.json) or a
+    GGUF model file is a whole ("merged") model; a GGUF file is converted once to a model directory
+    (gguf_source), and a GGUF LoRA adapter is refused. UserError for anything else.
     """
     path = Path(path).expanduser()
+    if path.is_file():
+        return _fine_tuned_file(path, log)
     if not path.is_dir():
         raise UserError(f"{path}: not found; give an adapter directory, a training output directory or a model.")
     if (path / "adapter_config.json").is_file():
@@ -115,7 +134,7 @@ def load_for_inference(base: str, finetuned: str | None = None, precision: Preci
     """The base model, with the fine-tuned adapter attached when `finetuned` is an adapter
     (precision: default choose_precision(), bf16 where the hardware has it)."""
     precision = precision or choose_precision()
-    kind, location, how = find_adapter(finetuned) if finetuned else ("base", None, "")
+    kind, location, how = find_adapter(finetuned, log) if finetuned else ("base", None, "")
     source = str(location) if kind == "merged" else resolve_model_source(base)
     # The tokenizer saved with the adapter (qwentune saves it) wins; a bare adapter uses the base's.
     has_own_tokenizer = location is not None and (location / "tokenizer_config.json").is_file()
