@@ -21,8 +21,8 @@ from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
 from ..fsutil import write_json
-from .callbacks import GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
-from .outputs import RUN_CONFIG, RUN_SUMMARY, check_output_dir, plot_loss, resolve_resume, save_final
+from .callbacks import CurrentRunSettings, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
+from .outputs import RUN_CONFIG, RUN_DATA_STATS, RUN_SUMMARY, check_output_dir, plot_loss, resolve_resume, save_final
 from .processes import check_launcher_fits_device, main_process_first
 
 
@@ -135,7 +135,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     longest = min(cfg.data.max_length, data_stats["tokens"]["length"]["max"])
     cfg = plan_for(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
     out = Path(cfg.training.output_dir)
-    check_output_dir(cfg)
+    check_output_dir(cfg, data_stats, log)  # also: a resume with values its checkpoint was not trained with
     if len(train_set) < cfg.training.per_device_train_batch_size:
         raise UserError(
             f"the training split has {len(train_set)} examples, fewer than one batch "
@@ -166,6 +166,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / RUN_CONFIG)
+        write_json(out / RUN_DATA_STATS, data_stats)
         writer = SummaryWriter(log_dir=cfg.training.logging_dir)
     stop = GracefulStop()
     trainer = QwentuneTrainer(
@@ -177,7 +178,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         processing_class=tokenizer,
         speedups=speedups,
         callbacks=[ThroughputAndPerplexity(), *([TensorBoardCallback(writer)] if writer else []), LiveProgress(),
-                   MarkCheckpointComplete(), stop, *callbacks],
+                   MarkCheckpointComplete(), CurrentRunSettings(), stop, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
     with main_process_first(process):  # the main process removes half-written checkpoints first
