@@ -211,7 +211,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         "first_train_loss": train_losses[0] if train_losses else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "best_eval_loss": min(eval_losses) if eval_losses else None,
-        "best_checkpoint": state.best_model_checkpoint,
+        # By name, relative to the run directory: true from wherever the run is read (models.load.find_adapter).
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
         "precision": precision.name,
         "speedups": speedups.as_dict(),
         "device": precision.device,
@@ -233,8 +234,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         f"({summary['tokens_per_second']} tokens/s), peak memory {summary['peak_memory_gb']} GB"
         + (f" (estimated {summary['estimated_peak_memory_gb']} GB)" if estimate else "")
     )
-    if summary["best_eval_loss"] is not None:
-        log(f"best eval loss {summary['best_eval_loss']:.4f} at {summary['best_checkpoint']}")
+    if summary["best_checkpoint"] is not None:
+        log(f"best eval loss {summary['best_eval_loss']:.4f} at {out / summary['best_checkpoint']}")
     log(f"adapter saved in {out}; loss curve {out / 'loss_curve.png'}; TensorBoard: "
         f"tensorboard --logdir {cfg.training.logging_dir}")
     return TrainResult(out, None, summary, trainer.model)
