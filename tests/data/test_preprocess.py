@@ -84,3 +84,21 @@ def test_another_tokenizer_with_the_same_vocabulary_and_template(tmp_path, tiny_
     after, _ = load_or_preprocess(data, "tiny", lowercasing, 42, log=lines.append)
     assert not any(line.startswith("using the tokenized data") for line in lines), lines
     assert before["train"]["input_ids"] != after["train"]["input_ids"]
+
+
+def test_evaluating_a_split_of_an_older_version_of_the_file_says_so(tmp_path, tiny_tokenizer):
+    from qwentune.config import Config
+    from qwentune.evaluation.evaluate import eval_conversations
+
+    source = write_records(tmp_path / "qa.jsonl", 12)
+    cfg = Config()
+    cfg.data = data_config(tmp_path, source)
+    cfg.data.val_size = 4
+    preprocess(cfg.data, "tiny", cfg.data.processed_dir, seed=42, log=lambda *a: None, tokenizer=tiny_tokenizer)
+    lines = []
+    assert len(eval_conversations(cfg, lines.append)[0]) == 4 and lines == []
+    write_records(source, 24)
+    assert len(eval_conversations(cfg, lines.append)[0]) == 4
+    assert lines == [f"warning: {source} changed since it was tokenized (12 records then); the validation split in "
+                     f"{cfg.data.processed_dir} is from the older version (run preprocess again for a split of the "
+                     f"current file)"]

@@ -199,6 +199,21 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     return stats
 
 
+def source_changed_since(stats: dict[str, Any]) -> str | None:
+    """"<source> changed since it was tokenized (N records then)" when the file a tokenized directory's
+    stats.json names has other content now; None when it is unchanged, gone, or was not recorded."""
+    settings = stats.get("settings", {})
+    source, recorded = settings.get("source"), settings.get("source_sha256")
+    if not source or not recorded or not Path(source).exists():
+        return None
+    try:
+        if source_sha256(source) == recorded:
+            return None
+    except UserError:  # a directory emptied since: nothing to compare
+        return None
+    return f"{source} changed since it was tokenized ({stats.get('records_in')} records then)"
+
+
 def _shown(key: str, value: Any) -> str:
     if value is None:
         return "not recorded"
