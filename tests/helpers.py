@@ -163,3 +163,18 @@ def write_gguf(path, model_dir, gguf_type: str = "model"):
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def signal_self_at(step: int, signum: int | None = None):
+    """A TrainerCallback that sends this process SIGTERM (or `signum`) when optimizer step `step` ends, as a
+    scheduler or a user's Ctrl-C would: training saves a checkpoint after the next step and stops."""
+    import signal
+
+    from transformers import TrainerCallback
+
+    class SignalSelf(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signum or signal.SIGTERM)
+
+    return SignalSelf()

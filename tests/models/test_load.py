@@ -1,13 +1,16 @@
 """Generation, streaming, merging, evaluation and the inference commands, on a tiny model trained to answer."""
 
 import json
+import signal
 
 import pytest
 
+from qwentune import cli
 from qwentune.cli import main
 from qwentune.errors import UserError
 from qwentune.models.load import find_adapter, load_for_inference
-from tests.helpers import QA, build_tiny_tokenizer, silent, write_gguf
+from qwentune.training.train import train
+from tests.helpers import FP32, QA, build_tiny_tokenizer, signal_self_at, silent, tiny_config, write_gguf
 
 
 def test_find_adapter_picks_final_then_best_then_newest(trained, tmp_path):
@@ -17,10 +20,58 @@ def test_find_adapter_picks_final_then_best_then_newest(trained, tmp_path):
         (run / f"checkpoint-{step}").mkdir(parents=True)
         (run / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
     assert find_adapter(run)[1] == run / "checkpoint-10"
-    (run / "run_summary.json").write_text(json.dumps({"best_checkpoint": str(run / "checkpoint-2")}))
-    assert find_adapter(run)[1:] == (run / "checkpoint-2", "the best checkpoint by eval loss")
+    # The summary names the best checkpoint relative to the run ("checkpoint-2"); older summaries put the
+    # output directory in front of it as typed where training ran, which is read by the checkpoint's name.
+    for best in ("checkpoint-2", "stl/int/checkpoint-2", str(run / "checkpoint-2"), "/elsewhere/int/checkpoint-2"):
+        (run / "run_summary.json").write_text(json.dumps({"best_checkpoint": best}))
+        assert find_adapter(run)[1:] == (run / "checkpoint-2", "the best checkpoint by eval loss"), best
     with pytest.raises(UserError, match="holds no adapter"):
         find_adapter(tmp_path)
+
+
+def test_a_best_checkpoint_that_is_not_there_is_an_error(tmp_path, tiny_model_dir, capsys):
+    run = tmp_path / "run"
+    for step in (8, 13):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    (run / "checkpoint-8" / "adapter_config.json").unlink()  # the best one lost its adapter
+    (run / "run_summary.json").write_text(json.dumps({"best_checkpoint": "checkpoint-8"}))
+    with pytest.raises(UserError, match=r"run_summary.json: the best checkpoint it names, .*checkpoint-8, is missing"):
+        find_adapter(run)
+    (run / "checkpoint-8" / "adapter_config.json").parent.rmdir()  # or is gone altogether: never checkpoint-13
+    assert cli.main(["infer", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(run),
+                     "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{run / 'run_summary.json'}" in err and "checkpoint-8" in err
+
+
+def test_the_best_checkpoint_from_another_directory(tmp_path, tiny_model_dir, monkeypatch):
+    """Issue 17 case 3: a run trained into a relative output directory, read from another directory."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    # Evaluated and saved at step 2 (the best, the only evaluation); stopped by SIGTERM after step 3, saved unevaluated.
+    settings = dict(output_dir="stl/int", save_steps=2, eval_steps=2)
+    result = train(tiny_config(tmp_path, tiny_model_dir, **settings), log=silent, callbacks=(signal_self_at(2),))
+    assert result.interrupted_by == signal.SIGTERM
+    run = work / "stl" / "int"
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["best_checkpoint"] == "checkpoint-2" and (run / "checkpoint-3").is_dir()
+
+    monkeypatch.chdir(elsewhere)
+    assert find_adapter(run)[1:] == (run / "checkpoint-2", "the best checkpoint by eval loss")
+    loaded = load_for_inference(str(tiny_model_dir), str(run), FP32, log=silent)
+    assert loaded.description["finetuned"] == str(run / "checkpoint-2")  # absolute in reports: true from anywhere
+
+    # Finished where it started, then run again from elsewhere (nothing left to train): transformers drops the
+    # best checkpoint it saved as "stl/int/checkpoint-N", which does not resolve from here; qwentune finds it.
+    monkeypatch.chdir(work)
+    best = train(tiny_config(tmp_path, tiny_model_dir, **settings), log=silent).summary["best_checkpoint"]
+    assert best in ("checkpoint-2", "checkpoint-4")
+    monkeypatch.chdir(elsewhere)
+    again = train(tiny_config(tmp_path, tiny_model_dir, **settings | dict(output_dir=run)), log=silent).summary
+    assert again["steps"] == 4 and again["best_checkpoint"] == best and (run / best).is_dir()
 
 
 def test_adapter_on_a_different_base_is_refused(trained, tmp_path):

@@ -107,8 +107,10 @@ def test_bad_training_input(tmp_path, tiny_model_dir):
 
 def test_output_dir_of_another_run_is_refused(tmp_path, tiny_model_dir):
     train(tiny_config(tmp_path, tiny_model_dir, save_steps=100), log=silent)
-    with pytest.raises(UserError, match="holds a run with lora.lora_r = 8, not 4"):
+    with pytest.raises(UserError, match=r"cannot resume from checkpoint-4 .*\(lora.lora_r 8 -> 4\)"):
         train(tiny_config(tmp_path, tiny_model_dir, lora_r=4), log=silent)
+    with pytest.raises(UserError, match="holds a run with lora.lora_r = 8, not 4"):  # not resuming: starting over
+        train(tiny_config(tmp_path, tiny_model_dir, lora_r=4, resume_from_checkpoint="null"), log=silent)
 
 
 def test_trains_from_a_gguf_file(tmp_path, monkeypatch):

@@ -5,6 +5,10 @@ Output directory (written under a temporary name and renamed when complete):
                           input_ids, labels, length (load with datasets.load_from_disk)
     dataset_dict.json     written by datasets
     stats.json            settings, counts (in, skipped and why, truncated, dropped), token lengths
+
+The settings in stats.json are everything that decides the tokens, the content of the source and the
+tokenizer included (as sha256), so tokenized data is reused only while it is still what the config and
+the files on disk would give.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ..fsutil import atomic_output_dir, write_json
 from ..models.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
 from . import sources
 from .convert import convert_records
-from .readers import read_records
+from .readers import read_records, record_files
 from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, TRUNCATED, tokenize_batch
 
 STATS_FILE = "stats.json"
@@ -60,8 +64,43 @@ def validation_count(val_size: float, total: int) -> tuple[int, str | None]:
     return 1, f"val_size {val_size} of {examples} rounds to 0; using 1 validation example"
 
 
-def data_settings(data: DataConfig, seed: int, tokenizer) -> dict[str, Any]:
-    """Everything that decides the tokenized result: equal settings, interchangeable outputs."""
+def source_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a source's records as stored: of the file's bytes (what `sha256sum` prints), or for a
+    directory of the names and sha256 of the files read_records reads, sorted by name. About 50 ms for
+    20 MB. Raises UserError for a missing file or a directory without record files."""
+    path = Path(path)
+    files = record_files(path)
+    digests = []
+    for file in files:
+        try:
+            with open(file, "rb") as handle:
+                digests.append(hashlib.file_digest(handle, "sha256").hexdigest())
+        except FileNotFoundError:
+            raise UserError(f"{file}: file not found; check the path.") from None
+    if not path.is_dir():
+        return digests[0]
+    listing = "".join(f"{file.name}\0{digest}\n" for file, digest in zip(files, digests))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """sha256 of the tokenizer's whole definition as the `tokenizers` library serializes it (normalizer,
+    pre-tokenizer, vocabulary, merges, added tokens, post-processor). About 0.6 s for Qwen2's 151k
+    vocabulary; a slow (Python) tokenizer is identified by its vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resolve_source(data: DataConfig) -> sources.DataSource:
+    """data.dataset_name as a local file or directory of records (downloading a named dataset once)."""
+    return sources.resolve(data.dataset_name, data.dataset_format, data.columns, data.dataset_registry,
+                           data.cache_dir)
+
+
+def data_settings(data: DataConfig, seed: int, tokenizer, source: str | os.PathLike) -> dict[str, Any]:
+    """Everything that decides the tokenized result, `source` (the resolved records) read for its
+    content: equal settings, interchangeable outputs."""
     return {
         "dataset": data.dataset_name,
         "dataset_format": data.dataset_format,
@@ -75,16 +114,22 @@ def data_settings(data: DataConfig, seed: int, tokenizer) -> dict[str, Any]:
         "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
         "vocab_size": len(tokenizer),
         "end_of_turn_token": end_of_turn_token(tokenizer),
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "source_sha256": source_sha256(source),
     }
 
 
 def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathLike, seed: int = 42,
-               trust_remote_code: bool = False, log=print, tokenizer=None) -> dict[str, Any]:
-    """Build the tokenized train/validation datasets in output_dir; return the stats written there."""
+               trust_remote_code: bool = False, log=print, tokenizer=None,
+               settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the tokenized train/validation datasets in output_dir; return the stats written there.
+
+    `settings`: data_settings() already computed for this data, seed and tokenizer (load_or_preprocess
+    passes them, which saves hashing the tokenizer twice).
+    """
     import datasets
 
-    source = sources.resolve(data.dataset_name, data.dataset_format, data.columns, data.dataset_registry,
-                             data.cache_dir)
+    source = resolve_source(data)
     records = read_records(source.path)
     converted = convert_records(records, source.format, source.columns, source.label, data.system_prompt,
                                 data.languages)
@@ -135,8 +180,9 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     lengths = dataset["length"]
     stats = {
         "settings": {
-            **data_settings(data, seed, tokenizer),
-            "source": str(source.path),
+            **(settings or data_settings(data, seed, tokenizer, source.path)),
+            # Absolute: this records which file was read, wherever stats.json is read from later.
+            "source": str(source.path.resolve()),
             "format": converted.format,
             "tokenizer": tokenizer_name,
             "qwentune_version": __version__,
@@ -170,19 +216,58 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     return stats
 
 
+def source_changed_since(stats: dict[str, Any]) -> str | None:
+    """"<source> changed since it was tokenized (N records then)" when the file a tokenized directory's
+    stats.json names has other content now; None when it is unchanged, gone, or was not recorded."""
+    settings = stats.get("settings", {})
+    source, recorded = settings.get("source"), settings.get("source_sha256")
+    if not source or not recorded or not Path(source).exists():
+        return None
+    try:
+        if source_sha256(source) == recorded:
+            return None
+    except UserError:  # a directory emptied since: nothing to compare
+        return None
+    return f"{source} changed since it was tokenized ({stats.get('records_in')} records then)"
+
+
+def _shown(key: str, value: Any) -> str:
+    if value is None:
+        return "not recorded"
+    return f"{value[:12]}..." if key.endswith("_sha256") else repr(value)
+
+
+def _only_source_changed(have: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return have.get("source_sha256") is not None and [k for k in wanted if have.get(k) != wanted[k]] == ["source_sha256"]
+
+
+def _stale_copies(cache_root: Path, wanted: dict[str, Any]):
+    """(directory, stats) of earlier tokenizations under cache_root with these settings but other source
+    content, the newest first."""
+    for stats_file in sorted(cache_root.glob(f"*/{STATS_FILE}"), key=lambda f: f.stat().st_mtime, reverse=True):
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+        have = stats.get("settings", {})
+        if _only_source_changed(have, wanted):
+            yield stats_file.parent, stats
+
+
 def load_or_preprocess(data: DataConfig, tokenizer_name: str, tokenizer, seed: int, log=print):
     """The tokenized splits for training: data.processed_dir when it matches the settings, else a cached build.
 
     Returns (DatasetDict, stats). A processed directory made with other settings (another dataset,
-    max_length or template) is left alone and the data is prepared again under
-    data.cache_dir/processed/<fingerprint>, so training always sees what its config says.
+    max_length or template, another tokenizer, or a source file whose content changed since) is left
+    alone and the data is prepared again under data.cache_dir/processed/<fingerprint>, so training
+    always sees what its config and the files on disk say; a changed source is said so in one line.
     """
     import datasets
 
-    wanted = data_settings(data, seed, tokenizer)
+    source = resolve_source(data)
+    wanted = data_settings(data, seed, tokenizer, source.path)
     processed = Path(data.processed_dir)
     fingerprint = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
-    cached = Path(data.cache_dir) / "processed" / fingerprint
+    cache_root = Path(data.cache_dir) / "processed"
+    cached = cache_root / fingerprint
+    changed_from = None  # (directory, stats) of these settings tokenized from other content of the source
     for candidate in (processed, cached):
         stats_file = candidate / STATS_FILE
         if not stats_file.is_file():
@@ -192,8 +277,18 @@ def load_or_preprocess(data: DataConfig, tokenizer_name: str, tokenizer, seed: i
         if have == wanted:
             log(f"using the tokenized data in {candidate}")
             return datasets.load_from_disk(str(candidate)), stats
-        if candidate == processed:
-            differing = ", ".join(f"{k}: {have[k]!r} -> {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
+        if candidate != processed:
+            continue
+        if _only_source_changed(have, wanted):
+            changed_from = (processed, stats)
+        else:
+            differing = ", ".join(f"{k}: {_shown(k, have[k])} -> {_shown(k, wanted[k])}"
+                                  for k in wanted if have[k] != wanted[k])
             log(f"{processed} was prepared with other settings ({differing}); preparing the data for this config")
-    stats = preprocess(data, tokenizer_name, cached, seed, log=log, tokenizer=tokenizer)
+    changed_from = changed_from or next(_stale_copies(cache_root, wanted), None)
+    if changed_from is not None:
+        earlier, stats = changed_from
+        log(f"{source.label} changed since it was tokenized into {earlier} ({stats.get('records_in')} records "
+            f"then); tokenizing it again")
+    stats = preprocess(data, tokenizer_name, cached, seed, log=log, tokenizer=tokenizer, settings=wanted)
     return datasets.load_from_disk(str(cached)), stats

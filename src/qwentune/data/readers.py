@@ -170,6 +170,20 @@ def _parquet_records(path: Path) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+def record_files(path: str | Path) -> list[Path]:
+    """The files read_records reads for `path`: the file itself, or a directory's supported files sorted by name.
+
+    Raises UserError for a directory without any supported file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if _suffix(p) in SUFFIXES)
+    if not files:
+        raise UserError(f"{path}: no .json, .jsonl, .csv or .parquet files in this directory.")
+    return files
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """All records of one file, or of every supported file in a directory (sorted by name).
 
@@ -178,10 +192,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if _suffix(p) in SUFFIXES)
-        if not files:
-            raise UserError(f"{path}: no .json, .jsonl, .csv or .parquet files in this directory.")
-        return [record for file in files for record in read_records(file)]
+        return [record for file in record_files(path) for record in read_records(file)]
     if not path.is_file():
         raise UserError(f"{path}: file not found; check the path.")
     kind = _suffix(path)

@@ -20,21 +20,27 @@ from ..fsutil import atomic_output_dir, write_json
 from ..inference.generate import answer_all
 
 
-def eval_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], str]:
+def eval_conversations(cfg: Config, log=print) -> tuple[list[list[dict[str, str]]], str]:
     """The evaluation conversations and where they came from (first eval.max_eval_samples)."""
     import datasets
+
+    from ..data.preprocess import source_changed_since
 
     source = cfg.eval.eval_dataset
     processed = Path(source) if source else Path(cfg.data.processed_dir)
     if (processed / "stats.json").is_file():
+        stats = json.loads((processed / "stats.json").read_text(encoding="utf-8"))
         if not (processed / "validation").is_dir():
-            stats = json.loads((processed / "stats.json").read_text(encoding="utf-8"))
             settings = stats.get("settings", {})
             n = stats.get("examples_out")
             why = f" (val_size {settings['val_size']} of {n} example{'' if n == 1 else 's'})" if n else ""
             raise UserError(f"{processed}: has no validation split{why}; preprocess again with --val_size "
                             f"0.05 (or a count such as 200) from at least 2 examples, or set eval.eval_dataset to "
                             f"a dataset or file.")
+        changed = source_changed_since(stats)
+        if changed:  # a model trained on the current file may have trained on some of this split
+            log(f"warning: {changed}; the validation split in {processed} is from the older version "
+                f"(run preprocess again for a split of the current file)")
         conversations = datasets.load_from_disk(str(processed / "validation"))["messages"]
         label = str(processed / "validation")
     elif source is None:
@@ -120,7 +126,7 @@ def evaluate(cfg: Config, log=print) -> Path:
     from ..models.load import load_for_inference
     from ..models.precision import choose_precision
 
-    conversations, dataset_label = eval_conversations(cfg)
+    conversations, dataset_label = eval_conversations(cfg, log)
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
                                 choose_precision(cfg.training.bf16, cfg.training.fp16),
                                 cfg.model.trust_remote_code, log=log)

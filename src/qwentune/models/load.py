@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..fsutil import numbered_checkpoints
 from . import import_peft, peft_checkpointing_probe_quiet
 from .gguf_source import materialize
+from .hub import is_local_reference
 from .precision import Precision, choose_precision
 from .source import resolve_model_source
 from .tokenizer import load_tokenizer, stop_token_ids
@@ -105,9 +106,11 @@ def find_adapter(path: str | Path, log=print) -> tuple[str, Path, str]:
     """What a fine-tuned path holds: ("adapter" | "merged", directory, how it was chosen).
 
     A training output directory gives its final adapter, else the best checkpoint by eval loss
-    (from run_summary.json), else the newest checkpoint. A directory with a model (config.json) or a
-    GGUF model file is a whole ("merged") model; a GGUF file is converted once to a model directory
-    (gguf_source), and a GGUF LoRA adapter is refused. UserError for anything else.
+    (run_summary.json's best_checkpoint, a checkpoint of this directory by name), else the newest
+    checkpoint; a best checkpoint that is not there is a UserError, never another checkpoint instead.
+    A directory with a model (config.json) or a GGUF model file is a whole ("merged") model; a GGUF file
+    is converted once to a model directory (gguf_source), and a GGUF LoRA adapter is refused. UserError
+    for anything else.
     """
     path = Path(path).expanduser()
     if path.is_file():
@@ -121,8 +124,16 @@ def find_adapter(path: str | Path, log=print) -> tuple[str, Path, str]:
     summary_file = path / "run_summary.json"
     if summary_file.is_file():
         best = json.loads(summary_file.read_text(encoding="utf-8")).get("best_checkpoint")
-        if best and (Path(best) / "adapter_config.json").is_file():
-            return "adapter", Path(best), "the best checkpoint by eval loss"
+        if best:
+            # Saved as "checkpoint-8"; older versions saved the output directory as typed in front of it
+            # ("stl/int/checkpoint-8"), relative to where training ran: either way, the checkpoint of this run.
+            checkpoint = path / Path(best).name
+            if not (checkpoint / "adapter_config.json").is_file():
+                raise UserError(
+                    f"{summary_file}: the best checkpoint it names, {checkpoint}, is missing or holds no adapter; "
+                    f"restore it, or give a checkpoint directory as the adapter path."
+                )
+            return "adapter", checkpoint, "the best checkpoint by eval loss"
     candidates = [p for p in numbered_checkpoints(path) if (p / "adapter_config.json").is_file()]
     if candidates:
         return "adapter", candidates[-1], "the newest checkpoint (no final adapter yet)"
@@ -152,6 +163,8 @@ def load_for_inference(base: str, finetuned: str | None = None, precision: Preci
     if finetuned:
         log(f"fine-tuned side: {how}: {location}")
     model.eval()
+    # Recorded in metrics.json and comparison reports, which are read from elsewhere: local paths absolute.
     return LoadedModel(model, tokenizer, kind == "adapter",
-                       {"base": base, "finetuned": str(location) if location else None, "kind": kind,
+                       {"base": str(Path(base).expanduser().resolve()) if is_local_reference(base) else base,
+                        "finetuned": str(location.resolve()) if location else None, "kind": kind,
                         "dtype": str(precision.dtype).replace("torch.", ""), "device": precision.device})

@@ -81,6 +81,29 @@ class MarkCheckpointComplete(TrainerCallback):
             (checkpoint / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
 
 
+class CurrentRunSettings(TrainerCallback):
+    """On resume, what transformers' TrainerState brings back from the checkpoint is made true for this run.
+
+    The restored state holds the logging and saving intervals of the run that saved it (transformers
+    only warns when they differ), and its best checkpoint as a path spelled from the directory that run
+    was started in, which transformers drops when it does not resolve from here. outputs.check_output_dir
+    lets those intervals change, so they are applied; the best checkpoint is found again by its name in
+    this run's output directory.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.compute_steps(args, state.max_steps)
+        best_step = getattr(state, "best_global_step", None)
+        if state.best_model_checkpoint is not None:
+            name = Path(state.best_model_checkpoint).name
+        elif best_step:  # dropped by transformers: spelled from another directory
+            name = f"checkpoint-{best_step}"
+        else:
+            return
+        best = Path(args.output_dir) / name
+        state.best_model_checkpoint = str(best) if best.is_dir() else None
+
+
 class GracefulStop(TrainerCallback):
     """Ctrl-C or SIGTERM: finish the current optimizer step, save a checkpoint, stop.
 

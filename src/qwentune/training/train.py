@@ -21,8 +21,17 @@ from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
 from ..fsutil import write_json
-from .callbacks import GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
-from .outputs import RUN_CONFIG, RUN_SUMMARY, check_output_dir, loss_summary, plot_loss, resolve_resume, save_final
+from .callbacks import CurrentRunSettings, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
+from .outputs import (
+    RUN_CONFIG,
+    RUN_DATA_STATS,
+    RUN_SUMMARY,
+    check_output_dir,
+    loss_summary,
+    plot_loss,
+    resolve_resume,
+    save_final,
+)
 from .processes import check_launcher_fits_device, main_process_first
 
 
@@ -135,7 +144,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     longest = min(cfg.data.max_length, data_stats["tokens"]["length"]["max"])
     cfg = plan_for(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
     out = Path(cfg.training.output_dir)
-    check_output_dir(cfg)
+    check_output_dir(cfg, data_stats, log)  # also: a resume with values its checkpoint was not trained with
     if len(train_set) < cfg.training.per_device_train_batch_size:
         raise UserError(
             f"the training split has {len(train_set)} examples, fewer than one batch "
@@ -166,6 +175,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / RUN_CONFIG)
+        write_json(out / RUN_DATA_STATS, data_stats)
         writer = SummaryWriter(log_dir=cfg.training.logging_dir)
     stop = GracefulStop()
     trainer = QwentuneTrainer(
@@ -177,7 +187,7 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         processing_class=tokenizer,
         speedups=speedups,
         callbacks=[ThroughputAndPerplexity(), *([TensorBoardCallback(writer)] if writer else []), LiveProgress(),
-                   MarkCheckpointComplete(), stop, *callbacks],
+                   MarkCheckpointComplete(), CurrentRunSettings(), stop, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
     with main_process_first(process):  # the main process removes half-written checkpoints first
@@ -206,7 +216,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         "peak_memory_gb": round(peak_memory_bytes(precision.device) / GB, 2),
         "estimated_peak_memory_gb": round(estimate / GB, 2) if estimate else None,
         **loss_summary(state.log_history),
-        "best_checkpoint": state.best_model_checkpoint,
+        # By name, relative to the run directory: true from wherever the run is read (models.load.find_adapter).
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
         "precision": precision.name,
         "speedups": speedups.as_dict(),
         "device": precision.device,
@@ -228,8 +239,8 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
         f"({summary['tokens_per_second']} tokens/s), peak memory {summary['peak_memory_gb']} GB"
         + (f" (estimated {summary['estimated_peak_memory_gb']} GB)" if estimate else "")
     )
-    if summary["best_eval_loss"] is not None:
-        log(f"best eval loss {summary['best_eval_loss']:.4f} at {summary['best_checkpoint']}")
+    if summary["best_checkpoint"] is not None and summary["best_eval_loss"] is not None:
+        log(f"best eval loss {summary['best_eval_loss']:.4f} at {out / summary['best_checkpoint']}")
     log(f"adapter saved in {out}; loss curve {out / 'loss_curve.png'}; TensorBoard: "
         f"tensorboard --logdir {cfg.training.logging_dir}")
     return TrainResult(out, None, summary, trainer.model)
