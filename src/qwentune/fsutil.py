@@ -1,8 +1,10 @@
 """Files: read text the one way (UTF-8, a BOM allowed, anything else one clear error), and write
-outputs so that a crash or a bad input never leaves a half-written result.
+outputs so that a crash or a bad input never leaves a half-written result, and others can read
+what qwentune wrote.
 
 Everything is written under a temporary name next to the target and renamed into
-place only when complete (a rename within one directory is atomic on POSIX).
+place only when complete (a rename within one directory is atomic on POSIX), with the modes
+a plain open() / mkdir() would have given under the user's umask.
 """
 
 from __future__ import annotations
@@ -36,6 +38,48 @@ def read_text(path: str | os.PathLike) -> str:
         raise UserError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8.") from None
 
 
+def _umask_from_proc() -> int | None:
+    """The umask as Linux (kernel >= 4.7) shows it in /proc/self/status, or None where it does not."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Elsewhere the umask can only be read by setting it and setting it back, and a file another thread
+# creates in between gets the wrong mode; so that is done once, here at import, before qwentune starts
+# any thread, and only where /proc cannot say it race-free at the moment of writing.
+_UMASK_AT_IMPORT = _umask_from_proc()
+if _UMASK_AT_IMPORT is None:
+    _UMASK_AT_IMPORT = os.umask(0o022)
+    os.umask(_UMASK_AT_IMPORT)
+
+
+def current_umask() -> int:
+    """The process's file mode creation mask (0o022 on most systems)."""
+    found = _umask_from_proc()
+    return _UMASK_AT_IMPORT if found is None else found
+
+
+def give_umask_modes(path: str | os.PathLike) -> None:
+    """Give `path` (a file, or a directory and everything in it) the modes a plain open() / mkdir() gets under
+    the current umask: 0o666 & ~umask for files, 0o777 & ~umask for directories (0644 / 0755 under umask 022).
+
+    tempfile.mkstemp / mkdtemp create 0600 / 0700 on purpose (private while half-written) and safetensors
+    writes 0600; renamed into place as they are, an adapter or a metrics file could not be read by a server or
+    a colleague running as another user. On Windows chmod only sets or clears the read-only flag: harmless.
+    """
+    mask = current_umask()
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `target` only if the block succeeds."""
@@ -44,6 +88,7 @@ def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        give_umask_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -66,6 +111,7 @@ def atomic_output_file(target: str | os.PathLike, mode: str = "w", **open_kwargs
     try:
         with open(tmp_name, mode, **open_kwargs) as handle:
             yield handle
+        give_umask_modes(tmp_name)
     except BaseException:
         os.unlink(tmp_name)
         raise
@@ -83,3 +129,4 @@ def numbered_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """checkpoint-N directories of a training output, oldest (lowest N) first."""
     found = [p for p in Path(directory).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
