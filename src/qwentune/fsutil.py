@@ -1,6 +1,6 @@
 """Files: read text the one way (UTF-8, a BOM allowed, anything else one clear error), and write
-outputs so that a crash or a bad input never leaves a half-written result, and others can read
-what qwentune wrote.
+outputs so that a crash or a bad input never leaves a half-written result, another process never
+writes the same output at the same time, and others can read what qwentune wrote.
 
 Everything is written under a temporary name next to the target and renamed into
 place only when complete (a rename within one directory is atomic on POSIX), with the modes
@@ -130,3 +130,86 @@ def numbered_checkpoints(directory: str | os.PathLike) -> list[Path]:
     found = [p for p in Path(directory).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
+
+def output_lock_path(target: str | os.PathLike) -> Path:
+    """The lock file of an output: `.<name>.lock` beside it in its parent directory.
+
+    Beside, not inside: a directory that atomic_output_dir replaces whole, and a single file, are held alike,
+    and a run's directory holds only what the run wrote.
+    """
+    target = Path(target).resolve()
+    return target.with_name(f".{target.name}.lock")
+
+
+def _flock_holder(lock_file: Path) -> int | None:
+    """The pid that holds a flock on lock_file, from /proc/locks (Linux); None where that cannot be known."""
+    try:
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+        st = os.stat(lock_file)
+        inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    except (OSError, AttributeError):  # no /proc/locks (macOS, Windows), no os.major (Windows)
+        return None
+    for line in table.splitlines():
+        # "3: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF"; a waiter's line reads "3: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def _missing_directories(directory: Path) -> list[Path]:
+    """directory and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+@contextlib.contextmanager
+def hold_output(target: str | os.PathLike, option: str = "--output_dir") -> Iterator[Path]:
+    """Hold the output `target` (a file or directory) for this process while the block runs; yields the lock file.
+
+    One process writes an output at a time: a second one asking for the same target meanwhile is refused at
+    once with UserError (naming `option`, the command-line option that chose the target), having written
+    nothing. The hold is a kernel lock (flock on POSIX, LockFileEx on Windows; the filelock package) on
+    output_lock_path(target), which the OS drops when the process ends however it ends: a killed run's lock
+    file is stale by construction and the next start simply takes it. Where a filesystem has no flock,
+    filelock falls back to a marker file with the holder's pid and breaks it once that process is gone.
+    Re-entrant within a thread (the demo holds the run directory that train() holds again); another thread
+    is refused like another process. On release the lock file, and any parent directory created for it that
+    is still empty, are removed.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_file = output_lock_path(target)
+    created = _missing_directories(lock_file.parent)
+    # is_singleton: the same path gives the same lock object, so holding it again in one thread counts up.
+    lock = FileLock(lock_file, blocking=False, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        pid = _flock_holder(lock_file)
+        holder = ("another task of this qwentune process" if pid == os.getpid()
+                  else "another qwentune process" + (f" (pid {pid})" if pid else ""))
+        raise UserError(f"{target} is being written by {holder}; wait for it to finish or choose another "
+                        f"{option}.") from None
+    except PermissionError as exc:
+        raise UserError(f"{target}: cannot create its lock file {lock_file} ({exc.strerror}); choose another "
+                        f"{option} in a directory you can write.") from None
+    try:
+        yield lock_file
+    finally:
+        # filelock leaves a flock'ed file in place on release (its soft marker and Windows files it removes
+        # itself). Removed while still held, the file's inode can never be taken again: a process that
+        # opened it just before gets the lock, sees it has no name left (filelock checks) and is refused.
+        # An empty file is ours; a soft marker holds the holder's pid.
+        if os.name != "nt" and lock.lock_counter == 1 and lock_file.is_file() and lock_file.stat().st_size == 0:
+            with contextlib.suppress(OSError):
+                lock_file.unlink()
+        lock.release()
+        for directory in created:
+            try:
+                directory.rmdir()  # only if empty: the block wrote nothing there
+            except OSError:
+                break
