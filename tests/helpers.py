@@ -3,8 +3,11 @@ training config pointed at them. Fixtures that use these are in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,21 @@ def signal_self_at(step: int, signum: int | None = None):
                 os.kill(os.getpid(), signum or signal.SIGTERM)
 
     return SignalSelf()
+
+
+HOLDER = "import sys\nfrom qwentune.fsutil import hold_output\nwith hold_output(sys.argv[1]):\n" \
+         "    print('held', flush=True)\n    sys.stdin.read()\n"
+
+
+@contextlib.contextmanager
+def held_by_another_process(target):
+    """A second real process that holds the output `target` (qwentune's own hold_output) until the block ends;
+    yields its pid."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(target)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0

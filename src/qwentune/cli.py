@@ -6,12 +6,14 @@ Mistakes a user can fix (UserError) become one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
 
 from .config import KEY_TO_SECTION, load_config, parse_override_args
 from .errors import EXIT_BUG, EXIT_USER_ERROR, UserError, did_you_mean
+from .fsutil import hold_output
 
 # Options of `preprocess`: the data section, plus where the tokenizer comes from and the seed.
 PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
@@ -65,8 +67,9 @@ def cmd_preprocess(args: argparse.Namespace, extra: list[str]) -> None:
     cfg = _config_with_options(args.config, extra, PREPROCESS_KEYS + ["processed_dir"], "preprocess",
                                aliases={"output_dir": "processed_dir"})
     tokenizer = cfg.model.tokenizer_name or cfg.model.model_name_or_path
-    preprocess(cfg.data, tokenizer, cfg.data.processed_dir, seed=cfg.training.seed,
-               trust_remote_code=cfg.model.trust_remote_code)
+    with hold_output(cfg.data.processed_dir):
+        preprocess(cfg.data, tokenizer, cfg.data.processed_dir, seed=cfg.training.seed,
+                   trust_remote_code=cfg.model.trust_remote_code)
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int | None:
@@ -89,6 +92,17 @@ INFER_KEYS = [k for k, s in KEY_TO_SECTION.items() if s in ("model", "generation
 
 
 def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
+    # What infer writes (--merge DIR, or --output with --prompts_file) is held from before the model loads.
+    output = None
+    if args.merge:
+        output = (args.merge, "--merge")
+    elif args.prompts_file and args.output:
+        output = (args.output, "--output")
+    with hold_output(*output) if output else contextlib.nullcontext():
+        _infer(args, extra)
+
+
+def _infer(args: argparse.Namespace, extra: list[str]) -> None:
     import json
 
     from .data.convert import conversation
@@ -145,7 +159,8 @@ def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
     from .evaluation.rating import export_sheet
 
-    key = export_sheet(args.predictions, args.output, args.seed)
+    with hold_output(args.output, "--output"):
+        key = export_sheet(args.predictions, args.output, args.seed)
     print(f"blind sheet {args.output}: fill the score column (1-5); the key is {key} (keep it from the raters)")
 
 
@@ -160,7 +175,8 @@ def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
     if args.output:
         from .fsutil import write_json
 
-        write_json(args.output, result)
+        with hold_output(args.output, "--output"):
+            write_json(args.output, result)
     else:
         print(json.dumps(result, ensure_ascii=False, allow_nan=False))
 
@@ -192,11 +208,12 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     output = Path(args.output)
     if not output.parent.is_dir() or not os.access(output.parent, os.W_OK) or output.is_dir():
         raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
-    pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
-    report = compare_batch(pair, questions, cfg.generation, args.batch_size, cfg.training.seed, args.system)
     from .apps.report import write_comparison
 
-    pages = write_comparison(report, output)
+    with hold_output(output, "--output"):  # the JSON and the .html / .md beside it, from before the models load
+        pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
+        report = compare_batch(pair, questions, cfg.generation, args.batch_size, cfg.training.seed, args.system)
+        pages = write_comparison(report, output)
     overall = report["summary"]["overall"]
     print(f"{overall['questions']} questions; ROUGE-L base {overall['base']['rouge_l']} -> fine-tuned "
           f"{overall['finetuned']['rouge_l']}; BLEU-4 base {overall['base']['bleu_4']} -> fine-tuned "

@@ -1,8 +1,10 @@
 """Files: read text the one way (UTF-8, a BOM allowed, anything else one clear error), and write
-outputs so that a crash or a bad input never leaves a half-written result.
+outputs so that a crash or a bad input never leaves a half-written result, another process never
+writes the same output at the same time, and others can read what qwentune wrote.
 
 Everything is written under a temporary name next to the target and renamed into
-place only when complete (a rename within one directory is atomic on POSIX).
+place only when complete (a rename within one directory is atomic on POSIX), with the modes
+a plain open() / mkdir() would have given under the user's umask.
 """
 
 from __future__ import annotations
@@ -36,6 +38,48 @@ def read_text(path: str | os.PathLike) -> str:
         raise UserError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8.") from None
 
 
+def _umask_from_proc() -> int | None:
+    """The umask as Linux (kernel >= 4.7) shows it in /proc/self/status, or None where it does not."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Elsewhere the umask can only be read by setting it and setting it back, and a file another thread
+# creates in between gets the wrong mode; so that is done once, here at import, before qwentune starts
+# any thread, and only where /proc cannot say it race-free at the moment of writing.
+_UMASK_AT_IMPORT = _umask_from_proc()
+if _UMASK_AT_IMPORT is None:
+    _UMASK_AT_IMPORT = os.umask(0o022)
+    os.umask(_UMASK_AT_IMPORT)
+
+
+def current_umask() -> int:
+    """The process's file mode creation mask (0o022 on most systems)."""
+    found = _umask_from_proc()
+    return _UMASK_AT_IMPORT if found is None else found
+
+
+def give_umask_modes(path: str | os.PathLike) -> None:
+    """Give `path` (a file, or a directory and everything in it) the modes a plain open() / mkdir() gets under
+    the current umask: 0o666 & ~umask for files, 0o777 & ~umask for directories (0644 / 0755 under umask 022).
+
+    tempfile.mkstemp / mkdtemp create 0600 / 0700 on purpose (private while half-written) and safetensors
+    writes 0600; renamed into place as they are, an adapter or a metrics file could not be read by a server or
+    a colleague running as another user. On Windows chmod only sets or clears the read-only flag: harmless.
+    """
+    mask = current_umask()
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `target` only if the block succeeds."""
@@ -44,6 +88,7 @@ def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        give_umask_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -66,6 +111,7 @@ def atomic_output_file(target: str | os.PathLike, mode: str = "w", **open_kwargs
     try:
         with open(tmp_name, mode, **open_kwargs) as handle:
             yield handle
+        give_umask_modes(tmp_name)
     except BaseException:
         os.unlink(tmp_name)
         raise
@@ -86,3 +132,87 @@ def numbered_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """checkpoint-N directories of a training output, oldest (lowest N) first."""
     found = [p for p in Path(directory).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def output_lock_path(target: str | os.PathLike) -> Path:
+    """The lock file of an output: `.<name>.lock` beside it in its parent directory.
+
+    Beside, not inside: a directory that atomic_output_dir replaces whole, and a single file, are held alike,
+    and a run's directory holds only what the run wrote.
+    """
+    target = Path(target).resolve()
+    return target.with_name(f".{target.name}.lock")
+
+
+def _flock_holder(lock_file: Path) -> int | None:
+    """The pid that holds a flock on lock_file, from /proc/locks (Linux); None where that cannot be known."""
+    try:
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+        st = os.stat(lock_file)
+        inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    except (OSError, AttributeError):  # no /proc/locks (macOS, Windows), no os.major (Windows)
+        return None
+    for line in table.splitlines():
+        # "3: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF"; a waiter's line reads "3: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def _missing_directories(directory: Path) -> list[Path]:
+    """directory and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+@contextlib.contextmanager
+def hold_output(target: str | os.PathLike, option: str = "--output_dir") -> Iterator[Path]:
+    """Hold the output `target` (a file or directory) for this process while the block runs; yields the lock file.
+
+    One process writes an output at a time: a second one asking for the same target meanwhile is refused at
+    once with UserError (naming `option`, the command-line option that chose the target), having written
+    nothing. The hold is a kernel lock (flock on POSIX, LockFileEx on Windows; the filelock package) on
+    output_lock_path(target), which the OS drops when the process ends however it ends: a killed run's lock
+    file is stale by construction and the next start simply takes it. Where a filesystem has no flock,
+    filelock falls back to a marker file with the holder's pid and breaks it once that process is gone.
+    Re-entrant within a thread (the demo holds the run directory that train() holds again); another thread
+    is refused like another process. On release the lock file, and any parent directory created for it that
+    is still empty, are removed.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_file = output_lock_path(target)
+    created = _missing_directories(lock_file.parent)
+    # is_singleton: the same path gives the same lock object, so holding it again in one thread counts up.
+    lock = FileLock(lock_file, blocking=False, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        pid = _flock_holder(lock_file)
+        holder = ("another task of this qwentune process" if pid == os.getpid()
+                  else "another qwentune process" + (f" (pid {pid})" if pid else ""))
+        raise UserError(f"{target} is being written by {holder}; wait for it to finish or choose another "
+                        f"{option}.") from None
+    except PermissionError as exc:
+        raise UserError(f"{target}: cannot create its lock file {lock_file} ({exc.strerror}); choose another "
+                        f"{option} in a directory you can write.") from None
+    try:
+        yield lock_file
+    finally:
+        # filelock leaves a flock'ed file in place on release (its soft marker and Windows files it removes
+        # itself). Removed while still held, the file's inode can never be taken again: a process that
+        # opened it just before gets the lock, sees it has no name left (filelock checks) and is refused.
+        # An empty file is ours; a soft marker holds the holder's pid.
+        if os.name != "nt" and lock.lock_counter == 1 and lock_file.is_file() and lock_file.stat().st_size == 0:
+            with contextlib.suppress(OSError):
+                lock_file.unlink()
+        lock.release()
+        for directory in created:
+            try:
+                directory.rmdir()  # only if empty: the block wrote nothing there
+            except OSError:
+                break

@@ -44,6 +44,15 @@ def summary_table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
 
 
 def run_demo(cfg: Config, log=print) -> dict[str, Any]:
+    """Train, evaluate, compare and report as `cfg` says, holding the run directory (and so the comparison
+    written beside it) from start to end: a second demo into the same directory stops at once."""
+    from ..fsutil import hold_output
+
+    with hold_output(cfg.training.output_dir):
+        return _run_demo(cfg, log)
+
+
+def _run_demo(cfg: Config, log) -> dict[str, Any]:
     from ..evaluation.evaluate import eval_conversations, evaluate_side
     from ..inference.prompts import read_questions
     from ..models.load import load_for_inference

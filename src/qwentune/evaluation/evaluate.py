@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import UserError
-from ..fsutil import atomic_output_dir, write_json
+from ..fsutil import atomic_output_dir, hold_output, write_json
 from ..inference.generate import answer_all
 
 
@@ -130,26 +130,27 @@ def evaluate(cfg: Config, log=print) -> Path:
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
                                 choose_precision(cfg.training.bf16, cfg.training.fp16),
                                 cfg.model.trust_remote_code, log=log)
-    log(f"evaluating on {len(conversations)} examples from {dataset_label}")
-    started = time.perf_counter()
-    metrics, rows = evaluate_side(loaded, conversations, cfg)
-    result = {
-        "model": loaded.description,
-        "dataset": dataset_label,
-        "metrics": metrics,
-        "generation": asdict(cfg.generation) | {"seed": cfg.training.seed},
-        "seconds": round(time.perf_counter() - started, 1),
-        "versions": library_versions(),
-    }
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + (Path(loaded.description["finetuned"]).name
                                                     if loaded.description["finetuned"] else "base")
     out = Path(cfg.eval.eval_output_dir) / name
-    with atomic_output_dir(out) as tmp:
-        write_json(tmp / "metrics.json", result)
-        with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-        (tmp / "summary.md").write_text(summary_markdown(result, rows), encoding="utf-8")
+    with hold_output(out, "--eval_output_dir"):  # an evaluation of the same model started in the same second
+        log(f"evaluating on {len(conversations)} examples from {dataset_label}")
+        started = time.perf_counter()
+        metrics, rows = evaluate_side(loaded, conversations, cfg)
+        result = {
+            "model": loaded.description,
+            "dataset": dataset_label,
+            "metrics": metrics,
+            "generation": asdict(cfg.generation) | {"seed": cfg.training.seed},
+            "seconds": round(time.perf_counter() - started, 1),
+            "versions": library_versions(),
+        }
+        with atomic_output_dir(out) as tmp:
+            write_json(tmp / "metrics.json", result)
+            with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            (tmp / "summary.md").write_text(summary_markdown(result, rows), encoding="utf-8")
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     log("  ".join(f"{k} {v}" for k, v in shown.items()))
     log(f"results in {out}")

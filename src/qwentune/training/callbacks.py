@@ -10,6 +10,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from ..fsutil import give_umask_modes
+
 # Written into checkpoint-N after the Trainer has finished writing it: a checkpoint without
 # it was interrupted while saving and must not be resumed from.
 COMPLETE_MARKER = "qwentune_complete"
@@ -78,6 +80,7 @@ class MarkCheckpointComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and checkpoint.is_dir():
+            give_umask_modes(checkpoint)  # safetensors writes the adapter 0600
             (checkpoint / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
 
 

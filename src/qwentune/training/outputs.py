@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import KEY_TO_SECTION, Config, load_config
 from ..errors import UserError
-from ..fsutil import numbered_checkpoints, write_json
+from ..fsutil import give_umask_modes, numbered_checkpoints, write_json
 from ..models.tokenizer import save_generation_config
 from .callbacks import COMPLETE_MARKER
 
@@ -169,6 +169,7 @@ def save_final(trainer, tokenizer, out: Path, summary: dict[str, Any]) -> None:
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     save_generation_config(model, tokenizer, staging)
+    give_umask_modes(staging)  # safetensors writes the adapter 0600
     # Weights first, adapter_config.json last: its presence is what makes the directory an adapter.
     names = sorted((p.name for p in staging.iterdir()), key=lambda name: name == "adapter_config.json")
     for name in names:

@@ -9,6 +9,7 @@ SIGTERM, and an output directory a person can read (outputs.py).
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
-from ..fsutil import write_json
+from ..fsutil import hold_output, write_json
 from .callbacks import CurrentRunSettings, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
 from .outputs import (
     RUN_CONFIG,
@@ -107,7 +108,21 @@ def _quiet(*args, **kwargs) -> None:
 
 
 def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
-    """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks."""
+    """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks.
+
+    The run holds its output directory from the start to the end (fsutil.hold_output): a second run into the
+    same directory meanwhile stops at once with UserError, having written nothing.
+    """
+    from accelerate.utils import get_int_from_env
+
+    # Under torchrun / accelerate launch only the main process writes the directory, so only it holds it
+    # (the rank variables are accelerate's own; the process group is not joined yet).
+    rank = get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
+    with hold_output(cfg.training.output_dir) if rank == 0 else contextlib.nullcontext():
+        return _train(cfg, log, callbacks)
+
+
+def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
     from accelerate import PartialState
     from transformers import AutoConfig, PrinterCallback, set_seed
     from transformers.integrations import TensorBoardCallback
