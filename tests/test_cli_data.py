@@ -161,3 +161,35 @@ def test_download_stores_jsonl_that_reads_back(tmp_path, monkeypatch):
     path = sources.download(DatasetEntry("someone/set", hub_id=str(repo)), tmp_path / "cache")
     assert path == tmp_path / "cache" / "someone__set.jsonl"
     assert read_records(path) == read_records(repo / "data.jsonl")
+
+
+def test_preprocess_replaces_only_its_own_previous_output(tmp_path, tiny_tokenizer_dir, capsys):
+    """Issue 17 (outputs): an --output_dir holding the user's files, or a file, is refused before anything is
+    read or tokenized, and left as it was; a previous tokenized dataset is replaced whole."""
+    source = alpaca_file(tmp_path)
+
+    def argv(out, dataset=str(source)):
+        return ["preprocess", "--dataset_name", dataset, "--tokenizer_name", str(tiny_tokenizer_dir),
+                "--output_dir", str(out)]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine", encoding="utf-8")
+    # a missing dataset would be the first complaint if anything were read before the output is checked
+    for dataset in (str(source), str(tmp_path / "missing.jsonl")):
+        assert_one_line_error(capsys, argv(mine, dataset),
+                              f"{mine} already holds files that are not a qwentune tokenized dataset; choose another "
+                              f"--output_dir or empty it.")
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"] and (mine / "keep.txt").read_text() == "mine"
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("mine", encoding="utf-8")
+    assert_one_line_error(capsys, argv(a_file), f"{a_file} is a file; give a directory path as --output_dir.")
+    assert a_file.read_text() == "mine"
+    assert_one_line_error(capsys, argv(a_file / "sub"), f"{a_file} is a file, so {a_file / 'sub'} cannot be created")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "mine", source.name]  # nothing hidden left
+
+    out = tmp_path / "processed"
+    assert main(argv(out)) == 0
+    (out / "train" / "stale.arrow").write_bytes(b"")  # a previous output is replaced whole, not added to
+    assert main(argv(out)) == 0
+    assert not (out / "train" / "stale.arrow").exists() and (out / "stats.json").is_file()

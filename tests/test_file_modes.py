@@ -36,12 +36,14 @@ DRIVER = textwrap.dedent("""
         ["infer", "--model_name_or_path", model, "--adapter_path", f"{root}/out", "--merge", f"{root}/merged"],
         ["infer", "--model_name_or_path", model, "--adapter_path", f"{root}/out", "--prompts_file",
          f"{inputs}/questions.json", "--output", f"{root}/answers.jsonl", *quick],
-        ["rating", "export", "--predictions", f"{root}/evaluation", "--output", f"{root}/sheet.csv"],
+        # the same evaluation twice: a blind sheet needs two runs of the same prompts
+        ["rating", "export", "--predictions", f"{root}/evaluation", f"{root}/evaluation", "--output",
+         f"{root}/sheet.csv"],
     ]
     os.mkdir(root)
     for argv in commands:
         if argv[0] == "rating":
-            argv[3] = os.path.join(argv[3], os.listdir(argv[3])[0])
+            argv[3] = argv[4] = os.path.join(argv[3], os.listdir(argv[3])[0])
         code = main(argv)
         assert code in (0, None), (argv, code)
 """)

@@ -43,7 +43,7 @@ WRITER = textwrap.dedent("""
     from qwentune.fsutil import atomic_output_dir, write_json
     root = sys.argv[2]
     write_json(os.path.join(root, "a", "result.json"), {"x": 1})
-    with atomic_output_dir(os.path.join(root, "b")) as tmp:
+    with atomic_output_dir(os.path.join(root, "b"), None) as tmp:
         (tmp / "inner").mkdir()
         (tmp / "inner" / "weights.bin").write_bytes(b"0")
         os.chmod(tmp / "inner" / "weights.bin", 0o600)  # as safetensors writes its files

@@ -13,7 +13,7 @@ import traceback
 
 from .config import KEY_TO_SECTION, load_config, parse_override_args
 from .errors import EXIT_BUG, EXIT_USER_ERROR, UserError, did_you_mean
-from .fsutil import hold_output
+from .fsutil import check_output_file, hold_output
 
 # Options of `preprocess`: the data section, plus where the tokenizer comes from and the seed.
 PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
@@ -67,7 +67,7 @@ def cmd_preprocess(args: argparse.Namespace, extra: list[str]) -> None:
     cfg = _config_with_options(args.config, extra, PREPROCESS_KEYS + ["processed_dir"], "preprocess",
                                aliases={"output_dir": "processed_dir"})
     tokenizer = cfg.model.tokenizer_name or cfg.model.model_name_or_path
-    with hold_output(cfg.data.processed_dir):
+    with hold_output(cfg.data.processed_dir):  # preprocess refuses a directory it may not replace, first thing
         preprocess(cfg.data, tokenizer, cfg.data.processed_dir, seed=cfg.training.seed,
                    trust_remote_code=cfg.model.trust_remote_code)
 
@@ -92,11 +92,19 @@ INFER_KEYS = [k for k, s in KEY_TO_SECTION.items() if s in ("model", "generation
 
 
 def cmd_infer(args: argparse.Namespace, extra: list[str]) -> None:
-    # What infer writes (--merge DIR, or --output with --prompts_file) is held from before the model loads.
+    # What infer writes (--merge DIR, or --output with --prompts_file) is checked and held from before the
+    # model loads; so is what it reads (--prompts_file).
     output = None
+    if args.output and (args.merge or not args.prompts_file):
+        raise UserError("infer: --output goes with --prompts_file (the answers to a file of prompts); --prompt "
+                        "prints its answer and --merge writes to its own DIR.")
     if args.merge:
+        from .export.merge import check_merge_dir
+
+        check_merge_dir(args.merge)
         output = (args.merge, "--merge")
     elif args.prompts_file and args.output:
+        check_output_file(args.output, "--output", "answers.jsonl")
         output = (args.output, "--output")
     with hold_output(*output) if output else contextlib.nullcontext():
         _infer(args, extra)
@@ -113,6 +121,7 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
     from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, INFER_KEYS, "inference")
+    questions = read_questions(args.prompts_file, "prompts") if args.prompts_file and not args.merge else None
 
     def note(message: str) -> None:  # stdout carries only the answers, so they can be piped
         print(message, file=sys.stderr)
@@ -140,8 +149,7 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
             print(piece, end="", flush=True)
         print()
     elif args.prompts_file:
-        rows = answer_prompts(loaded, read_questions(args.prompts_file, "prompts"), settings, system,
-                              cfg.eval.eval_batch_size, seed)
+        rows = answer_prompts(loaded, questions, settings, system, cfg.eval.eval_batch_size, seed)
         if args.output:
             from .fsutil import atomic_output_file
 
@@ -159,6 +167,7 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
     from .evaluation.rating import export_sheet
 
+    check_output_file(args.output, "--output", "ratings.csv")
     with hold_output(args.output, "--output"):
         key = export_sheet(args.predictions, args.output, args.seed)
     print(f"blind sheet {args.output}: fill the score column (1-5); the key is {key} (keep it from the raters)")
@@ -169,6 +178,8 @@ def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
 
     from .evaluation.rating import import_scores
 
+    if args.output:
+        check_output_file(args.output, "--output", "scores.json")
     result = import_scores(args.sheet, args.key)
     for model, stats in result.items():
         print(f"{model}: mean {stats['mean']} over {stats['rated']} rated answers (stdev {stats['stdev']})")
@@ -206,7 +217,8 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
         return
     questions = read_questions(args.questions_file)
     output = Path(args.output)
-    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK) or output.is_dir():
+    check_output_file(output, "--output", "comparison_results.json")
+    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
         raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
     from .apps.report import write_comparison
 

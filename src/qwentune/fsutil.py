@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -80,15 +81,103 @@ def give_umask_modes(path: str | os.PathLike) -> None:
             os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
-@contextlib.contextmanager
-def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory that replaces `target` only if the block succeeds."""
+def require_file(path: str | os.PathLike, what: str, hint: str = "check the path.") -> Path:
+    """`path` as a Path when it is an existing file (or a link to one); what the user gave otherwise says so.
+
+    Raises UserError "<path> is a directory, not a <what> file" for a directory, and
+    "<path>: <what> file not found; <hint>" when nothing is there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a {what} file; give the file's path.")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} file not found; {hint}")
+    return path
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What an output directory of one kind holds, so that only a previous output of the same kind is replaced.
+
+    name: how messages call it ("tokenized dataset"); markers: files every complete output of this kind holds.
+    """
+
+    name: str
+    markers: tuple[str, ...]
+
+    def holds(self, directory: Path) -> bool:
+        """Whether `directory` is a previous output of this kind (all its markers are files there)."""
+        return bool(self.markers) and all((directory / marker).is_file() for marker in self.markers)
+
+
+def check_directory_path(target: str | os.PathLike, option: str = "--output_dir") -> None:
+    """Refuse, before any work, a directory path that is a file or lies under one (mkdir would fail there).
+
+    Raises UserError naming `option`; a missing directory is fine (it is created when written).
+    """
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file; give a directory path as {option}.")
+    _check_parents(target, option)
+
+
+def _check_parents(target: Path, option: str) -> None:
+    """UserError when the nearest existing parent of `target` is a file: nothing can be created under it."""
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent} is a file, so {target} cannot be created; choose another {option}.")
+            break
+
+
+def check_output_dir(target: str | os.PathLike, replaces: OutputKind | None, option: str = "--output_dir") -> None:
+    """Refuse, before any work, an output directory that atomic_output_dir(target, replaces) would not replace.
+
+    Missing or empty: fine. A previous output of the kind `replaces` names: fine (it is replaced whole).
+    Raises UserError for a file at `target`, and for a directory holding anything else (the user's files,
+    or any output at all where `replaces` is None): replacing it would delete them.
+    """
+    target = Path(target)
+    check_directory_path(target, option)
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if replaces is not None and replaces.holds(target):
+        return
+    kind = f"a qwentune {replaces.name}" if replaces is not None else "from this run"
+    raise UserError(f"{target} already holds files that are not {kind}; choose another {option} or empty it.")
+
+
+def check_output_file(target: str | os.PathLike, option: str = "--output", example: str | None = None) -> None:
+    """Refuse, before any work, an output file path that names a directory or lies under a file.
+
+    Raises UserError naming `option` (and, for a directory, suggesting the file `example` in it); an existing
+    file is fine (it is replaced whole by atomic_output_file).
+    """
+    target = Path(target)
+    if target.is_dir():
+        such_as = f" such as {target / example}" if example else ""
+        raise UserError(f"{target} is a directory; give a file path{such_as} as {option}.")
+    _check_parents(target, option)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | os.PathLike, replaces: OutputKind | None,
+                      option: str = "--output_dir") -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces `target` only if the block succeeds.
+
+    `replaces` states what may be there already: a missing or empty directory always may; a previous output
+    of that kind (OutputKind.holds) is replaced whole; with None nothing else is. Anything else (a file, a
+    directory with other files) raises UserError before the block runs (check_output_dir: callers call it
+    before their work too, so the refusal comes first).
+    """
+    target = Path(target)
+    check_output_dir(target, replaces, option)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
         give_umask_modes(tmp)
+        check_output_dir(target, replaces, option)  # something else put there while the block ran
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -102,9 +191,14 @@ def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_output_file(target: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[Any]:
-    """Open a temporary file that replaces `target` only if the block succeeds."""
+def atomic_output_file(target: str | os.PathLike, mode: str = "w", option: str = "--output",
+                       **open_kwargs: Any) -> Iterator[Any]:
+    """Open a temporary file that replaces `target` only if the block succeeds.
+
+    Raises UserError (check_output_file, naming `option`) before opening anything when `target` is a directory.
+    """
     target = Path(target)
+    check_output_file(target, option)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
@@ -185,6 +279,7 @@ def hold_output(target: str | os.PathLike, option: str = "--output_dir") -> Iter
     """
     from filelock import FileLock, Timeout
 
+    _check_parents(Path(target), option)  # the lock file goes beside the target
     lock_file = output_lock_path(target)
     created = _missing_directories(lock_file.parent)
     # is_singleton: the same path gives the same lock object, so holding it again in one thread counts up.

@@ -60,9 +60,10 @@ def test_blind_sheet_round_trip(tmp_path, capsys):
 
 def test_bad_scores_and_missing_files(tmp_path):
     base = predictions(tmp_path / "base", ["a"])
+    tuned = predictions(tmp_path / "tuned", ["b"])
     sheet = tmp_path / "sheet.jsonl"
-    export_sheet([str(base)], sheet)
-    row = json.loads(sheet.read_text(encoding="utf-8"))
+    export_sheet([str(base), str(tuned)], sheet)
+    row = json.loads(sheet.read_text(encoding="utf-8").splitlines()[0])
     sheet.write_text(json.dumps({**row, "score": "great"}, ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match="sheet.jsonl: line 1 has score 'great'; use a number from 1 to 5"):
         import_scores(sheet)  # line 1 of the file: a JSONL sheet has no header row
@@ -73,7 +74,7 @@ def test_bad_scores_and_missing_files(tmp_path):
     with pytest.raises(UserError, match="sheet.jsonl:1: no 'score' field; keep the fields the export wrote"):
         import_scores(sheet)
     with pytest.raises(UserError, match="predictions file not found"):
-        export_sheet([str(tmp_path / "nope")], tmp_path / "s.csv")
+        export_sheet([str(base), str(tmp_path / "nope")], tmp_path / "s.csv")
     with pytest.raises(UserError, match="key file not found"):
         import_scores(sheet, tmp_path / "missing.key.json")
 
@@ -81,8 +82,9 @@ def test_bad_scores_and_missing_files(tmp_path):
 def filled_sheet(tmp_path, suffix):
     """An exported sheet with every answer scored 4, as a rater would save it (not yet written back)."""
     base = predictions(tmp_path / "base", ["苹果是红的。", "Paris."])
+    tuned = predictions(tmp_path / "tuned", ["苹果多为红色。", "The capital is Paris."])
     sheet = tmp_path / f"sheet{suffix}"
-    export_sheet([str(base)], sheet)
+    export_sheet([str(base), str(tuned)], sheet)
     if suffix == ".csv":
         rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"), newline="")))
     else:
@@ -120,7 +122,7 @@ def test_predictions_and_key_in_another_encoding_or_broken_name_the_file(tmp_pat
     path = base / "predictions.jsonl"
     path.write_bytes(path.read_text(encoding="utf-8").encode("gbk"))
     with pytest.raises(UserError) as caught:
-        export_sheet([str(base)], tmp_path / "s.csv")
+        export_sheet([str(base), str(base)], tmp_path / "s.csv")
     assert str(caught.value) == f"{path}: not UTF-8 text (line 1); save it as UTF-8."  # "问题 0" is on line 1
 
     sheet, rows = filled_sheet(tmp_path / "other", ".jsonl")
@@ -193,3 +195,34 @@ def test_sheet_saved_as_gbk_is_one_line_and_exit_2_on_the_command_line(tmp_path,
     assert main(["rating", "import", "--sheet", str(sheet)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {sheet}: not UTF-8 text (line 2); save it as UTF-8.\n"
+
+
+def test_export_refuses_sheets_that_cannot_be_a_blind_comparison(tmp_path, capsys):
+    """Issue 17: one run alone, a run with no answers, and runs of other prompts (whose items cannot pair up)
+    are one line each, exit 2, and no sheet is written."""
+    base = predictions(tmp_path / "base", BASE_ANSWERS)
+    tuned = predictions(tmp_path / "tuned", TUNED_ANSWERS)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    other = predictions(tmp_path / "other", TUNED_ANSWERS[:4])  # prompts 问题 0..3 only
+    sheet = tmp_path / "sheet.csv"
+    cases = [
+        ([base], "error: rating export: only one --predictions file; a blind comparison needs two or more, one per "
+                 "model, answering the same prompts."),
+        ([base, empty], f"error: {empty}: no answers in this predictions file; give an evaluation's predictions.jsonl."),
+        ([base, other], f"error: {other / 'predictions.jsonl'} does not answer the prompts "
+                        f"{base / 'predictions.jsonl'} answers (2 of them missing, 0 others instead); give predictions "
+                        f"of the same evaluation data so the answers pair up."),
+    ]
+    for runs, message in cases:
+        capsys.readouterr()
+        assert main(["rating", "export", "--predictions", *map(str, runs), "--output", str(sheet)]) == 2
+        assert capsys.readouterr().err.strip() == message
+        assert not sheet.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert main(["rating", "export", "--predictions", str(base), str(tuned), "--output", str(sheet)]) == 0
+
+
+def test_import_names_a_missing_sheet_before_its_key(tmp_path, capsys):
+    assert main(["rating", "import", "--sheet", str(tmp_path / "s.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 's.csv'}: rating sheet file not found; check the "
+                                               f"path (rating export writes it).")

@@ -249,7 +249,7 @@ def validate(cfg: Config, where: str, problems: Problems | None = None) -> None:
 def load_config(path: str | Path | None = None, overrides: list[tuple[str, str]] | None = None) -> Config:
     """Defaults, then the YAML file, then the overrides; validated as a whole. Every problem found, in
     the file and on the command line, is reported in one UserError."""
-    from ..fsutil import read_text
+    from ..fsutil import read_text, require_file
 
     cfg = Config()
     problems = Problems()
@@ -257,8 +257,7 @@ def load_config(path: str | Path | None = None, overrides: list[tuple[str, str]]
     if path is not None:
         path = Path(path)
         where = str(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found; check the path (shipped configs are in config/).")
+        require_file(path, "config", "check the path (shipped configs are in config/).")
         try:
             mapping = yaml.safe_load(read_text(path))
         except yaml.YAMLError as exc:

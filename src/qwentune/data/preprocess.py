@@ -23,7 +23,7 @@ from typing import Any
 from .. import __version__
 from ..config import DataConfig
 from ..errors import UserError
-from ..fsutil import atomic_output_dir, write_json
+from ..fsutil import OutputKind, atomic_output_dir, check_output_dir, write_json
 from ..models.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
 from . import sources
 from .convert import convert_records
@@ -31,6 +31,8 @@ from .readers import read_records, record_files
 from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, TRUNCATED, tokenize_batch
 
 STATS_FILE = "stats.json"
+# What preprocess writes (datasets writes dataset_dict.json): the only directory content it replaces.
+TOKENIZED = OutputKind("tokenized dataset", (STATS_FILE, "dataset_dict.json"))
 
 
 def _percentiles(lengths: list[int]) -> dict[str, float]:
@@ -126,9 +128,13 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
 
     `settings`: data_settings() already computed for this data, seed and tokenizer (load_or_preprocess
     passes them, which saves hashing the tokenizer twice).
+
+    Raises UserError, before reading anything, when output_dir is a file or holds files that are not a
+    previous tokenized dataset (stats.json and dataset_dict.json): those would be deleted by the replacement.
     """
     import datasets
 
+    check_output_dir(output_dir, TOKENIZED)
     source = resolve_source(data)
     records = read_records(source.path)
     converted = convert_records(records, source.format, source.columns, source.label, data.system_prompt,
@@ -205,7 +211,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
             "length_before_truncation": _percentiles(full_lengths),
         },
     }
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_output_dir(output_dir, TOKENIZED) as tmp:
         splits.save_to_disk(str(tmp))
         write_json(Path(tmp) / STATS_FILE, stats)
     log(

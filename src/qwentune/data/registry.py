@@ -27,7 +27,7 @@ import yaml
 from ..config import Problems, coerce
 from ..config.values import type_name
 from ..errors import UserError, did_you_mean
-from ..fsutil import read_text
+from ..fsutil import read_text, require_file
 from .convert import FORMATS
 
 
@@ -131,8 +131,7 @@ def load_registry(user_file: str | None = None) -> dict[str, DatasetEntry]:
     if not user_file:
         return registry
     path = Path(user_file)
-    if not path.is_file():
-        raise UserError(f"{path}: dataset registry file not found; fix data.dataset_registry.")
+    require_file(path, "dataset registry", "fix data.dataset_registry.")
     try:
         raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:  # its text spans lines; the line and the problem are what the user needs

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import UserError
-from ..fsutil import atomic_output_dir, hold_output, write_json
+from ..fsutil import atomic_output_dir, check_directory_path, check_output_dir, hold_output, write_json
 from ..inference.generate import answer_all
 
 
@@ -121,11 +121,15 @@ def summary_markdown(result: dict[str, Any], rows: list[dict]) -> str:
 
 
 def evaluate(cfg: Config, log=print) -> Path:
-    """Run the evaluation cfg describes; return the output directory."""
+    """Run the evaluation cfg describes; return the output directory (a new <time>-<model> one in eval_output_dir).
+
+    Raises UserError before loading anything when eval_output_dir is a file (or lies under one).
+    """
     from .. import library_versions
     from ..models.load import load_for_inference
     from ..models.precision import choose_precision
 
+    check_directory_path(cfg.eval.eval_output_dir, "--eval_output_dir")  # before the data and model load
     conversations, dataset_label = eval_conversations(cfg, log)
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
                                 choose_precision(cfg.training.bf16, cfg.training.fp16),
@@ -134,6 +138,7 @@ def evaluate(cfg: Config, log=print) -> Path:
                                                     if loaded.description["finetuned"] else "base")
     out = Path(cfg.eval.eval_output_dir) / name
     with hold_output(out, "--eval_output_dir"):  # an evaluation of the same model started in the same second
+        check_output_dir(out, None, "--eval_output_dir")  # a new directory per run: it replaces nothing
         log(f"evaluating on {len(conversations)} examples from {dataset_label}")
         started = time.perf_counter()
         metrics, rows = evaluate_side(loaded, conversations, cfg)
@@ -145,7 +150,7 @@ def evaluate(cfg: Config, log=print) -> Path:
             "seconds": round(time.perf_counter() - started, 1),
             "versions": library_versions(),
         }
-        with atomic_output_dir(out) as tmp:
+        with atomic_output_dir(out, None, "--eval_output_dir") as tmp:
             write_json(tmp / "metrics.json", result)
             with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
                 for row in rows:

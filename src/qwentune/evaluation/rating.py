@@ -14,10 +14,11 @@ import csv
 import json
 import random
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from ..errors import UserError
-from ..fsutil import atomic_output_file, read_text, write_json
+from ..fsutil import atomic_output_file, check_output_file, read_text, require_file, write_json
 
 COLUMNS = ["item", "prompt", "answer", "model", "score", "comment"]
 NEEDED = ("model", "score")  # the columns an import reads
@@ -33,21 +34,29 @@ def _prompt_text(prompt) -> str:
 def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42) -> Path:
     """Write the blind sheet and its key; return the key's path.
 
-    Raises UserError for a sheet name that is not .csv / .jsonl, or a predictions file that is
-    missing, not UTF-8 text, or has a line that is not a JSON object with a prediction.
+    A blind comparison needs two or more models that answered the same prompts, each item of the sheet
+    then having one answer per model. Raises UserError for a sheet name that is not .csv / .jsonl or is a
+    directory, fewer than two predictions files, a predictions file that is missing, not UTF-8 text, holds
+    no answers or has a line that is not a JSON object with a prediction, and for files whose prompts differ.
     """
     sheet = Path(sheet)
     if sheet.suffix.lower() not in (".csv", ".jsonl"):
         raise UserError(f"{sheet}: the sheet must be a .csv or .jsonl file.")
+    check_output_file(sheet, "--output")
+    check_output_file(sheet.with_name(sheet.name + ".key.json"), "--output")  # the key is written beside it
+    if len(prediction_files) < 2:
+        raise UserError("rating export: only one --predictions file; a blind comparison needs two or more, one per "
+                        "model, answering the same prompts.")
     rows, key = [], {}
+    prompts_of: dict[Path, Counter] = {}
     for number, name in enumerate(prediction_files, start=1):
         path = Path(name)
         if path.is_dir():
             path = path / "predictions.jsonl"
-        if not path.is_file():
-            raise UserError(f"{path}: predictions file not found (evaluation writes predictions.jsonl).")
+        require_file(path, "predictions", "check the path (evaluation writes predictions.jsonl).")
         code = f"M{number}"
         key[code] = str(path)
+        first_row = len(rows)
         for line_number, line in enumerate(read_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
@@ -62,8 +71,10 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
                 raise UserError(f"{path}:{line_number}: no 'prediction' or 'answer' field.")
             rows.append({"prompt": _prompt_text(record.get("prompt", record.get("question", ""))), "answer": answer,
                          "model": code})
-    if not rows:
-        raise UserError("the predictions files hold no answers to rate.")
+        if len(rows) == first_row:
+            raise UserError(f"{path}: no answers in this predictions file; give an evaluation's predictions.jsonl.")
+        prompts_of[path] = Counter(row["prompt"] for row in rows[first_row:])
+    _check_same_prompts(prompts_of)
     random.Random(seed).shuffle(rows)
     rows = [{"item": index, **row, "score": "", "comment": ""} for index, row in enumerate(rows, start=1)]
     is_csv = sheet.suffix.lower() == ".csv"
@@ -80,6 +91,18 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
     return key_path
 
 
+def _check_same_prompts(prompts_of: dict[Path, Counter]) -> None:
+    """Raise UserError when a predictions file answers other prompts than the first: its answers would have
+    nothing to be compared with."""
+    (first, wanted), *others = prompts_of.items()
+    for path, have in others:
+        if have != wanted:
+            only_here, only_there = sum((have - wanted).values()), sum((wanted - have).values())
+            raise UserError(f"{path} does not answer the prompts {first} answers ({only_there} of them missing, "
+                            f"{only_here} others instead); give predictions of the same evaluation data so the "
+                            f"answers pair up.")
+
+
 def _read_sheet(sheet: Path) -> list[tuple[str, dict]]:
     """(where, row) for each row of a filled sheet: "row N" as a spreadsheet numbers it (the header is
     row 1), or "line N" of a JSONL sheet.
@@ -90,8 +113,7 @@ def _read_sheet(sheet: Path) -> list[tuple[str, dict]]:
     """
     from ..data.readers import csv_rows, numbered_json_lines
 
-    if not sheet.is_file():
-        raise UserError(f"{sheet}: rating sheet not found.")
+    require_file(sheet, "rating sheet", "check the path (rating export writes it).")
     text = read_text(sheet)
     if sheet.suffix.lower() == ".csv":
         return [(f"row {number}", row) for number, row in csv_rows(sheet, text, required=NEEDED)]
@@ -113,10 +135,9 @@ def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict
     """
     from ..data.readers import parse_json
 
-    sheet = Path(sheet)
+    sheet = require_file(sheet, "rating sheet", "check the path (rating export writes it).")  # named first
     key_path = Path(key_file) if key_file else sheet.with_name(sheet.name + ".key.json")
-    if not key_path.is_file():
-        raise UserError(f"{key_path}: key file not found; it was written next to the sheet by the export.")
+    require_file(key_path, "key", "it was written next to the sheet by the export.")
     key = parse_json(key_path, read_text(key_path))
     if not isinstance(key, dict) or not all(isinstance(v, str) for v in key.values()):
         raise UserError(f"{key_path}: not a rating key (model codes to predictions files); "

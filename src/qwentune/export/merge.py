@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from ..fsutil import atomic_output_dir
+from ..fsutil import OutputKind, atomic_output_dir, check_output_dir
 from ..models.load import LoadedModel
 from ..models.tokenizer import save_generation_config
+
+# The merge's own record (what was merged, in which dtype) also marks a directory as a merged output: an
+# existing --merge directory is replaced only when it holds one, never a directory with the user's files.
+MERGE_RECORD = "qwentune_merge.json"
+MERGED = OutputKind("merged model", ("config.json", MERGE_RECORD))
+
+
+def check_merge_dir(output_dir: str | Path) -> None:
+    """Refuse, before the model loads, a --merge path that is a file or a directory holding anything but a
+    previous merged model (UserError)."""
+    check_output_dir(output_dir, MERGED, "--merge")
 
 
 def merge_adapter(loaded: LoadedModel, output_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Merge and save into output_dir (written whole or not at all); returns output_dir.
 
     Load `loaded` in fp32 for merging, so W + BA is computed exactly, then pass the dtype to store it in.
+    Besides the model, tokenizer and generation config, MERGE_RECORD says what was merged. Raises UserError
+    for a whole model without an adapter, and for an output_dir check_merge_dir refuses.
     """
+    check_merge_dir(output_dir)
     if loaded.description.get("kind") == "merged":  # a merged directory or a GGUF model given as --adapter_path
         raise UserError(f"{loaded.description['finetuned']}: already a whole model, with no adapter to merge; "
                         f"use it as it is.")
@@ -25,8 +40,11 @@ def merge_adapter(loaded: LoadedModel, output_dir: str | Path, dtype: torch.dtyp
     merged = loaded.model.merge_and_unload()
     if dtype is not None:
         merged = merged.to(dtype)
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_output_dir(output_dir, MERGED, "--merge") as tmp:
         merged.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         save_generation_config(merged, loaded.tokenizer, tmp)
+        record = {"base": loaded.description.get("base"), "adapter": loaded.description.get("finetuned"),
+                  "dtype": str(merged.dtype).removeprefix("torch.")}
+        (tmp / MERGE_RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return Path(output_dir)

@@ -62,11 +62,9 @@ def read_questions(path: str | Path, kind: str = "questions") -> list[Question]:
     a question or has an unknown field.
     """
     from ..data.readers import parse_json, read_records
-    from ..fsutil import read_text
+    from ..fsutil import read_text, require_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {kind} file not found; check the path (formats: docs/model_comparison_guide.md).")
+    path = require_file(path, kind, "check the path (formats: docs/model_comparison_guide.md).")
     text = read_text(path)
     suffix = path.suffix.lower()
     if suffix != ".txt" and text.lstrip().startswith("["):

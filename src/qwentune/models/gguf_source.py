@@ -146,7 +146,7 @@ def converted_model_dir(gguf_path: str | os.PathLike, log=print) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
-    with atomic_output_dir(target) as tmp:
+    with atomic_output_dir(target, None, "QWENTUNE_CACHE") as tmp:  # new only: a complete one returned above
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target

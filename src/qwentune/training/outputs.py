@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import KEY_TO_SECTION, Config, load_config
 from ..errors import UserError
-from ..fsutil import give_umask_modes, numbered_checkpoints, write_json
+from ..fsutil import check_directory_path, give_umask_modes, numbered_checkpoints, write_json
 from ..models.tokenizer import save_generation_config
 from .callbacks import COMPLETE_MARKER
 
@@ -108,6 +108,7 @@ def check_output_dir(cfg: Config, data_stats: dict, log=print) -> None:
     data_stats: stats.json of the tokenized data this run would train on (data.preprocess).
     """
     out = Path(cfg.training.output_dir)
+    check_directory_path(out, "--output_dir")  # a file there: one line, not mkdir's NotADirectoryError later
     holds_files = out.is_dir() and any(out.iterdir())
     if holds_files and not (out / RUN_CONFIG).is_file():
         raise UserError(

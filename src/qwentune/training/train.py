@@ -21,7 +21,7 @@ import torch
 from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
-from ..fsutil import hold_output, write_json
+from ..fsutil import check_directory_path, hold_output, write_json
 from .callbacks import CurrentRunSettings, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
 from .outputs import (
     RUN_CONFIG,
@@ -138,6 +138,7 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
     from .trainer import QwentuneTrainer, make_collator
 
     # Everything a user can get wrong is checked before the model is loaded.
+    check_directory_path(cfg.training.output_dir, "--output_dir")  # a file there: one line, before tokenizing
     source = resolve_model_source(cfg.model.model_name_or_path)  # a wrong path or offline hub id fails first
     tokenizer_name = cfg.model.tokenizer_name or source
     precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
