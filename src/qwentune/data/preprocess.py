@@ -237,6 +237,34 @@ def _shown(key: str, value: Any) -> str:
     return f"{value[:12]}..." if key.endswith("_sha256") else repr(value)
 
 
+def stats_problem(directory: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """(stats, None) for directory's stats.json, (None, None) when there is none, and (None, why) when it
+    cannot be read as a JSON object (damaged, or the directory is not tokenized data from preprocess)."""
+    stats_file = Path(directory) / STATS_FILE
+    if not stats_file.is_file():
+        return None, None
+    try:
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON (line {exc.lineno})"
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
+    if not isinstance(stats, dict):
+        return None, "not a JSON object"
+    return stats, None
+
+
+def read_stats(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """directory's stats.json (None when there is none); UserError naming the file when it cannot be read."""
+    stats, problem = stats_problem(directory)
+    if problem:
+        raise UserError(f"{Path(directory) / STATS_FILE}: {problem}; run preprocess again to rebuild {directory}, "
+                        f"or give another directory.")
+    return stats
+
+
 def _only_source_changed(have: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return have.get("source_sha256") is not None and [k for k in wanted if have.get(k) != wanted[k]] == ["source_sha256"]
 
@@ -245,9 +273,9 @@ def _stale_copies(cache_root: Path, wanted: dict[str, Any]):
     """(directory, stats) of earlier tokenizations under cache_root with these settings but other source
     content, the newest first."""
     for stats_file in sorted(cache_root.glob(f"*/{STATS_FILE}"), key=lambda f: f.stat().st_mtime, reverse=True):
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
-        have = stats.get("settings", {})
-        if _only_source_changed(have, wanted):
+        stats, _ = stats_problem(stats_file.parent)  # an unreadable copy is no earlier tokenization to mention
+        have = (stats or {}).get("settings", {})
+        if stats and _only_source_changed(have, wanted):
             yield stats_file.parent, stats
 
 
@@ -269,10 +297,12 @@ def load_or_preprocess(data: DataConfig, tokenizer_name: str, tokenizer, seed: i
     cached = cache_root / fingerprint
     changed_from = None  # (directory, stats) of these settings tokenized from other content of the source
     for candidate in (processed, cached):
-        stats_file = candidate / STATS_FILE
-        if not stats_file.is_file():
+        stats, problem = stats_problem(candidate)
+        if problem:  # not data this config can use; left alone, the data is prepared in the cache instead
+            log(f"{candidate / STATS_FILE}: {problem}, so {candidate} is not used; preparing the data for this "
+                f"config in {cached}")
+        if stats is None:
             continue
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
         have = {key: stats.get("settings", {}).get(key) for key in wanted}
         if have == wanted:
             log(f"using the tokenized data in {candidate}")
