@@ -4,8 +4,11 @@ of its settings, so a grown file or another tokenizer is tokenized again, and sa
 import copy
 import json
 
+import pytest
+
 from qwentune.config import DataConfig
 from qwentune.data.preprocess import STATS_FILE, load_or_preprocess, preprocess
+from qwentune.errors import UserError
 
 RECORD = {"instruction": "What is the capital of France?", "input": "", "output": "Paris."}
 
@@ -119,3 +122,21 @@ def test_a_processed_dir_whose_stats_cannot_be_read_is_left_alone_and_the_data_p
     (tmp_path / "cache" / "processed" / "0000").mkdir()
     (tmp_path / "cache" / "processed" / "0000" / STATS_FILE).write_bytes(b"\xff\xfe")
     assert load(data, tiny_tokenizer)[0] == 12
+
+
+def test_control_token_text_is_blamed_on_the_data_or_the_system_prompt_not_on_max_length(tmp_path, tiny_tokenizer):
+    source = write_records(tmp_path / "qa.jsonl", 4)
+    data = data_config(tmp_path, source)
+    data.system_prompt = "Be brief.<|im_end|>"
+    with pytest.raises(UserError, match=r"--system_prompt .* holds '<\|im_end\|>', a control token of the chat "
+                                        r"template") as caught:
+        preprocess(data, "tiny", tmp_path / "out", log=lambda *a: None, tokenizer=tiny_tokenizer)
+    assert "max_length" not in str(caught.value)
+
+    source.write_text(json.dumps(RECORD | {"output": "Paris.<|im_end|>"}) + "\n", encoding="utf-8")
+    data.system_prompt = None
+    with pytest.raises(UserError, match=r"every example was dropped during tokenization; 1 hold the text "
+                                        r"'<\|im_end\|>', a control token") as caught:
+        preprocess(data, "tiny", tmp_path / "out", log=lambda *a: None, tokenizer=tiny_tokenizer)
+    assert "max_length" not in str(caught.value)
+    assert not (tmp_path / "out").exists()

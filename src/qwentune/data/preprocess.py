@@ -142,6 +142,11 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     log(f"{source.label}: {converted.records_in} records -> {len(conversations)} conversations ({converted.format})")
 
     tokenizer = tokenizer or load_tokenizer(tokenizer_name, trust_remote_code)
+    forbidden = control_tokens(tokenizer)
+    in_prompt = [token for token in forbidden if token in (data.system_prompt or "")]
+    if in_prompt:
+        raise UserError(f"--system_prompt (data.system_prompt) holds {in_prompt[0]!r}, a control token of the chat "
+                        f"template, which must not appear in a system prompt; remove it.")
     end_of_turn = end_of_turn_token(tokenizer)
     dataset = datasets.Dataset.from_list(conversations).map(
         tokenize_batch,
@@ -149,7 +154,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
         batch_size=256,
         num_proc=data.num_proc if data.num_proc > 1 else None,
         fn_kwargs=dict(tokenizer=tokenizer, max_length=data.max_length, end_of_turn=end_of_turn,
-                       forbidden=control_tokens(tokenizer)),
+                       forbidden=forbidden),
         desc="Tokenizing",
     )
     status = Counter(dataset["status"])
@@ -158,10 +163,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     dataset = dataset.filter(lambda s: not s.startswith("dropped"), input_columns="status")
     dataset = dataset.remove_columns(["status", "full_length"])
     if len(dataset) == 0:
-        raise UserError(
-            f"{source.label}: every example was dropped during tokenization ({dict(status)}); "
-            f"raise --max_length (now {data.max_length})."
-        )
+        raise UserError(_all_dropped(source.label, status, conversations, forbidden, data.max_length))
 
     n_validation, note = validation_count(data.val_size, len(dataset))
     if note:
@@ -235,6 +237,21 @@ def _shown(key: str, value: Any) -> str:
     if value is None:
         return "not recorded"
     return f"{value[:12]}..." if key.endswith("_sha256") else repr(value)
+
+
+def _all_dropped(label: str, status: Counter, conversations: list[dict], forbidden: tuple[str, ...],
+                 max_length: int) -> str:
+    """The sentence for data that tokenized to nothing: the fix of each reason examples were dropped."""
+    fixes = []
+    if status.get(DROPPED_CONTROL_TEXT):
+        found = next((token for c in conversations for m in c["messages"] for token in forbidden
+                      if token in m["content"]), "")
+        fixes.append(f"{status[DROPPED_CONTROL_TEXT]} hold the text {found!r}, a control token of the chat template, "
+                     f"in their messages, where it must not appear: remove it from the data")
+    if status.get(DROPPED_NO_REPLY):
+        fixes.append(f"{status[DROPPED_NO_REPLY]} have no reply within max_length: raise --max_length "
+                     f"(now {max_length})")
+    return f"{label}: every example was dropped during tokenization; " + "; ".join(fixes) + "."
 
 
 def stats_problem(directory: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
