@@ -155,3 +155,24 @@ def test_a_gguf_lora_adapter_or_another_file_says_what_it_is(trained, tiny_model
         find_adapter(notes)
     with pytest.raises(UserError, match="nothing.gguf: not found"):
         find_adapter(tmp_path / "nothing.gguf")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ({"adapter_model.safetensors": None}, r"holds adapter_config.json but no adapter weights"),
+    ({"adapter_model.safetensors": b"garbage, not safetensors"}, r"adapter_model.safetensors: not a readable "
+                                                                 r"safetensors file"),
+    ({"adapter_config.json": b'{"r": 8,'}, r"adapter_config.json: not valid JSON \(line 1\)"),
+], ids=["config-only", "garbage-weights", "bad-config"])
+def test_a_broken_adapter_folder_names_the_file(trained, tiny_model_dir, tmp_path, damage, message):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained / "out", adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    for name, content in damage.items():
+        if content is None:
+            (adapter / name).unlink()
+        else:
+            (adapter / name).write_bytes(content)
+    with pytest.raises(UserError, match=message) as caught:
+        load_for_inference(str(tiny_model_dir), str(adapter), log=silent)
+    assert "does not fit" not in str(caught.value)

@@ -140,6 +140,35 @@ def find_adapter(path: str | Path, log=print) -> tuple[str, Path, str]:
     raise UserError(f"{path}: holds no adapter (adapter_config.json), checkpoint or model; check the path.")
 
 
+def check_adapter_files(directory: Path) -> None:
+    """UserError naming the file when an adapter directory cannot be what peft loads: adapter_config.json
+    that is not a JSON object, no weights file next to it (peft would then look for them on the hub), or
+    an adapter_model.safetensors that safetensors cannot open (damaged, cut short, not safetensors)."""
+    config_file = directory / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{config_file}: not valid JSON{where}; restore it from the training output, or train "
+                        f"again.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file}: not a JSON object; restore it from the training output, or train again.")
+    weights = directory / "adapter_model.safetensors"
+    if not weights.is_file():
+        if (directory / "adapter_model.bin").is_file():
+            return
+        raise UserError(f"{directory}: holds adapter_config.json but no adapter weights (adapter_model.safetensors); "
+                        f"copy the weights file next to it, or give the training output directory.")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except SafetensorError as exc:
+        raise UserError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0][:200]}); it is "
+                        f"damaged or incomplete: copy it again, or train again.") from None
+
+
 def load_for_inference(base: str, finetuned: str | None = None, precision: Precision | None = None,
                        trust_remote_code: bool = False, log=print) -> LoadedModel:
     """The base model, with the fine-tuned adapter attached when `finetuned` is an adapter
@@ -152,6 +181,7 @@ def load_for_inference(base: str, finetuned: str | None = None, precision: Preci
     tokenizer = load_tokenizer(str(location) if has_own_tokenizer else source, trust_remote_code)
     model = load_model(source, precision, trust_remote_code=trust_remote_code)
     if kind == "adapter":
+        check_adapter_files(location)
         try:
             with peft_checkpointing_probe_quiet():
                 model = import_peft().PeftModel.from_pretrained(model, str(location))
