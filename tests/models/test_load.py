@@ -176,3 +176,28 @@ def test_a_broken_adapter_folder_names_the_file(trained, tiny_model_dir, tmp_pat
     with pytest.raises(UserError, match=message) as caught:
         load_for_inference(str(tiny_model_dir), str(adapter), log=silent)
     assert "does not fit" not in str(caught.value)
+
+
+@pytest.mark.parametrize("config_text, message", [("{bad", r"config.json: not valid JSON \(line 1\)"),
+                                                  ("[1, 2]", r"config.json: not a JSON object")])
+def test_a_model_folder_with_a_broken_config_json_names_that_file_not_the_tokenizer(tiny_model_dir, tmp_path,
+                                                                                    config_text, message):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "config.json").write_text(config_text, encoding="utf-8")
+    with pytest.raises(UserError, match=message) as caught:
+        load_for_inference(str(model), None, log=silent)
+    assert "tokenizer" not in str(caught.value)
+
+
+@pytest.mark.parametrize("base, message", [("nobody/no-such-model", r"as --base-model, or try"),
+                                           ("./no-such-model-dir", r"model directory not found; check --base-model\.")])
+def test_compare_names_its_own_base_model_option(trained, base, message, monkeypatch):
+    from qwentune.apps.compare import load_pair
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=message) as caught:
+        load_pair(base, str(trained / "out"), log=silent)
+    assert "--model_name_or_path" not in str(caught.value)

@@ -52,7 +52,8 @@ def eval_conversations(cfg: Config, log=print) -> tuple[list[list[dict[str, str]
         from ..data.readers import read_records
 
         data = cfg.data
-        found = sources.resolve(source, data.dataset_format, data.columns, data.dataset_registry, data.cache_dir)
+        found = sources.resolve(source, data.dataset_format, data.columns, data.dataset_registry, data.cache_dir,
+                                 option="--eval_dataset")
         converted = convert_records(read_records(found.path), found.format, found.columns, found.label,
                                     data.system_prompt, data.languages)
         conversations = [c["messages"] for c in converted.conversations]

@@ -170,12 +170,14 @@ def check_adapter_files(directory: Path) -> None:
 
 
 def load_for_inference(base: str, finetuned: str | None = None, precision: Precision | None = None,
-                       trust_remote_code: bool = False, log=print) -> LoadedModel:
+                       trust_remote_code: bool = False, log=print, base_option: str = "--model_name_or_path"
+                       ) -> LoadedModel:
     """The base model, with the fine-tuned adapter attached when `finetuned` is an adapter
-    (precision: default choose_precision(), bf16 where the hardware has it)."""
+    (precision: default choose_precision(), bf16 where the hardware has it); `base_option`: the flag
+    that gave `base`, named in messages about it."""
     precision = precision or choose_precision()
     kind, location, how = find_adapter(finetuned, log) if finetuned else ("base", None, "")
-    source = str(location) if kind == "merged" else resolve_model_source(base)
+    source = str(location) if kind == "merged" else resolve_model_source(base, base_option)
     # The tokenizer saved with the adapter (qwentune saves it) wins; a bare adapter uses the base's.
     has_own_tokenizer = location is not None and (location / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(str(location) if has_own_tokenizer else source, trust_remote_code)
