@@ -60,3 +60,11 @@ def test_model_comparison_script_refuses_a_zero_repetition_penalty(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip() == ("error: defaults with command-line overrides: generation.repetition_penalty must be "
                                   "positive (1.0 means none).")
+
+
+def test_an_unknown_option_lists_each_allowed_option_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["preprocess", "--dataset_name", "x.jsonl", "--learning_rate", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown option --learning_rate (options: " in err[0], err
+    assert err[0].count("--processed_dir") == 1 and err[0].endswith(").") and "?." not in err[0], err

@@ -23,6 +23,7 @@ PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
 def _config_with_options(config_path: str | None, extra: list[str], allowed: list[str], command: str,
                          aliases: dict[str, str] | None = None):
     """Load the config, then apply `--key value` options restricted to `allowed` keys."""
+    allowed = list(dict.fromkeys(allowed))  # each option named once in the message listing them
     pairs = []
     for name, text in parse_override_args(extra):
         name = (aliases or {}).get(name, name)
