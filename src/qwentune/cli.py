@@ -109,11 +109,13 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
     from .data.convert import conversation
     from .inference.chat import answer_prompts, chat
     from .inference.generate import stream
-    from .inference.prompts import read_questions
+    from .inference.prompts import is_utf8_text, read_questions
     from .models.load import load_for_inference
     from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, INFER_KEYS, "inference")
+    if args.prompt is not None and not is_utf8_text(args.prompt):  # before minutes of loading, not after
+        raise UserError("--prompt is not UTF-8 text; set the terminal (or the shell's locale) to UTF-8.")
 
     def note(message: str) -> None:  # stdout carries only the answers, so they can be piped
         print(message, file=sys.stderr)
