@@ -201,3 +201,17 @@ def test_compare_names_its_own_base_model_option(trained, base, message, monkeyp
     with pytest.raises(UserError, match=message) as caught:
         load_pair(base, str(trained / "out"), log=silent)
     assert "--model_name_or_path" not in str(caught.value)
+
+
+def test_a_model_folder_whose_tokenizer_outgrows_the_embedding_is_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    tokenizer.add_tokens([f"extra_token_{i}" for i in range(8)])
+    tokenizer.save_pretrained(model)
+    with pytest.raises(UserError, match=r"has \d+ tokens but the model .*'s embedding has \d+ rows"):
+        load_for_inference(str(model), None, log=silent)

@@ -21,7 +21,7 @@ from .gguf_source import materialize
 from .hub import is_local_reference
 from .precision import Precision, choose_precision
 from .source import resolve_model_source
-from .tokenizer import load_tokenizer, stop_token_ids
+from .tokenizer import check_tokenizer_fits, load_tokenizer, stop_token_ids
 
 
 def load_model(source: str, precision: Precision, *, quantization=None, attn_implementation: str = "sdpa",
@@ -180,8 +180,10 @@ def load_for_inference(base: str, finetuned: str | None = None, precision: Preci
     source = str(location) if kind == "merged" else resolve_model_source(base, base_option)
     # The tokenizer saved with the adapter (qwentune saves it) wins; a bare adapter uses the base's.
     has_own_tokenizer = location is not None and (location / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(str(location) if has_own_tokenizer else source, trust_remote_code)
+    tokenizer_source = str(location) if has_own_tokenizer else source
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code)
     model = load_model(source, precision, trust_remote_code=trust_remote_code)
+    check_tokenizer_fits(tokenizer, tokenizer_source, model.get_input_embeddings().num_embeddings, source)
     if kind == "adapter":
         check_adapter_files(location)
         try:
