@@ -123,3 +123,11 @@ def test_a_directory_given_as_an_input_file_says_so(tmp_path, monkeypatch, capsy
     ]
     for argv, message in cases:
         assert one_line_error(capsys, argv) == message, argv
+
+
+def test_an_unknown_option_lists_each_allowed_option_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["preprocess", "--dataset_name", "x.jsonl", "--learning_rate", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown option --learning_rate (options: " in err[0], err
+    assert err[0].count("--processed_dir") == 1 and err[0].endswith(").") and "?." not in err[0], err

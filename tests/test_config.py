@@ -158,3 +158,20 @@ def test_a_float_setting_is_a_finite_number(tmp_path):
         load_config(write(tmp_path, "training:\n  learning_rate: .nan\n"))
     with pytest.raises(UserError, match=re.escape("generation.top_p must be a number, got 'inf'")):
         load_config(None, [("top_p", "inf")])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learning_rate"], "command line: --learning_rate needs a value (--learning_rate VALUE)."),
+    (["--output_dir", "x", "--max_steps"], "command line: --max_steps needs a value (--max_steps VALUE)."),
+    (["--dataset_name", ""], "command line: --dataset_name is empty; give a value, or leave the option out."),
+    (["--output_dir="], "command line: --output_dir is empty; give a value, or leave the option out."),
+])
+def test_a_missing_or_empty_option_value_is_named_as_such(args, message):
+    with pytest.raises(UserError) as caught:
+        load_config(None, parse_override_args(args))
+    assert str(caught.value) == message
+
+
+def test_a_bare_switch_is_still_true_and_an_empty_optional_value_still_null():
+    cfg = load_config(None, parse_override_args(["--use_4bit", "--tokenizer_name", ""]))
+    assert cfg.model.use_4bit is True and cfg.model.tokenizer_name is None

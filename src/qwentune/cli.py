@@ -23,6 +23,7 @@ PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
 def _config_with_options(config_path: str | None, extra: list[str], allowed: list[str], command: str,
                          aliases: dict[str, str] | None = None):
     """Load the config, then apply `--key value` options restricted to `allowed` keys."""
+    allowed = list(dict.fromkeys(allowed))  # each option named once in the message listing them
     pairs = []
     for name, text in parse_override_args(extra):
         name = (aliases or {}).get(name, name)
@@ -116,12 +117,14 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
     from .data.convert import conversation
     from .inference.chat import answer_prompts, chat
     from .inference.generate import stream
-    from .inference.prompts import read_questions
+    from .inference.prompts import is_utf8_text, read_questions
     from .models.load import load_for_inference
     from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, INFER_KEYS, "inference")
     questions = read_questions(args.prompts_file, "prompts") if args.prompts_file and not args.merge else None
+    if args.prompt is not None and not is_utf8_text(args.prompt):  # before minutes of loading, not after
+        raise UserError("--prompt is not UTF-8 text; set the terminal (or the shell's locale) to UTF-8.")
 
     def note(message: str) -> None:  # stdout carries only the answers, so they can be piped
         print(message, file=sys.stderr)

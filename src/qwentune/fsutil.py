@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,8 +31,12 @@ def read_text(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # not gzip, cut short, or damaged inside
+        raise UserError(f"{path}: not a valid gzip file ({exc or 'it ends too early'}); "
+                        f"compress it again with gzip, or give the uncompressed file.") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

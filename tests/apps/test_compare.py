@@ -166,3 +166,14 @@ def test_bad_command_lines(trained, tiny_model_dir, tmp_path, capsys):
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, last
     assert not (tmp_path / "no").exists()
+
+
+def test_a_line_that_is_not_utf8_is_one_line_and_the_comparison_goes_on(tiny_model_dir, tmp_path):
+    pair = load_pair(str(tiny_model_dir), str(tiny_model_dir), log=silent)
+    typed = "你好".encode("gbk") + b"\n" + QA[0][0].encode("utf-8") + b"\n/exit\n"
+    stdin = io.TextIOWrapper(io.BytesIO(typed), encoding="utf-8")  # a GBK terminal's bytes, read as UTF-8
+    out = io.StringIO()
+    Session(pair, SETTINGS, None, 42, stdin=stdin, stdout=out, save_path=str(tmp_path / "s.jsonl")).run()
+    text = out.getvalue()
+    assert "(that line is not UTF-8 text; set the terminal to UTF-8)" in text
+    assert text.count("question> ") == 3  # asked again after the refused line, answered, then /exit

@@ -4,8 +4,11 @@ of its settings, so a grown file or another tokenizer is tokenized again, and sa
 import copy
 import json
 
+import pytest
+
 from qwentune.config import DataConfig
 from qwentune.data.preprocess import STATS_FILE, load_or_preprocess, preprocess
+from qwentune.errors import UserError
 
 RECORD = {"instruction": "What is the capital of France?", "input": "", "output": "Paris."}
 
@@ -102,3 +105,38 @@ def test_evaluating_a_split_of_an_older_version_of_the_file_says_so(tmp_path, ti
     assert lines == [f"warning: {source} changed since it was tokenized (12 records then); the validation split in "
                      f"{cfg.data.processed_dir} is from the older version (run preprocess again for a split of the "
                      f"current file)"]
+
+
+def test_a_processed_dir_whose_stats_cannot_be_read_is_left_alone_and_the_data_prepared(tmp_path, tiny_tokenizer):
+    source = write_records(tmp_path / "qa.jsonl", 12)
+    data = data_config(tmp_path, source)
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    (processed / STATS_FILE).write_text("{bad", encoding="utf-8")
+    count, stats, lines = load(data, tiny_tokenizer)
+    assert count == 12 and stats["records_in"] == 12
+    assert any(f"{processed / STATS_FILE}: not valid JSON (line 1)" in line and "is not used" in line
+               for line in lines), lines
+    assert (processed / STATS_FILE).read_text(encoding="utf-8") == "{bad"  # the user's directory is untouched
+    # a damaged copy in the cache is passed over the same way
+    (tmp_path / "cache" / "processed" / "0000").mkdir()
+    (tmp_path / "cache" / "processed" / "0000" / STATS_FILE).write_bytes(b"\xff\xfe")
+    assert load(data, tiny_tokenizer)[0] == 12
+
+
+def test_control_token_text_is_blamed_on_the_data_or_the_system_prompt_not_on_max_length(tmp_path, tiny_tokenizer):
+    source = write_records(tmp_path / "qa.jsonl", 4)
+    data = data_config(tmp_path, source)
+    data.system_prompt = "Be brief.<|im_end|>"
+    with pytest.raises(UserError, match=r"--system_prompt .* holds '<\|im_end\|>', a control token of the chat "
+                                        r"template") as caught:
+        preprocess(data, "tiny", tmp_path / "out", log=lambda *a: None, tokenizer=tiny_tokenizer)
+    assert "max_length" not in str(caught.value)
+
+    source.write_text(json.dumps(RECORD | {"output": "Paris.<|im_end|>"}) + "\n", encoding="utf-8")
+    data.system_prompt = None
+    with pytest.raises(UserError, match=r"every example was dropped during tokenization; 1 hold the text "
+                                        r"'<\|im_end\|>', a control token") as caught:
+        preprocess(data, "tiny", tmp_path / "out", log=lambda *a: None, tokenizer=tiny_tokenizer)
+    assert "max_length" not in str(caught.value)
+    assert not (tmp_path / "out").exists()

@@ -176,3 +176,22 @@ def test_one_column_csv_reads(tmp_path):
     path = tmp_path / "prompts.csv"
     path.write_text("instruction\nHello; there\nHi\n", encoding="utf-8")
     assert read_records(path) == [{"instruction": "Hello; there"}, {"instruction": "Hi"}]
+
+
+@pytest.mark.parametrize("name", ["d.jsonl.gz", "d.json.gz", "d.csv.gz"])
+@pytest.mark.parametrize("content", [b"\x1f\x8bnotreallygzip", b"plain text, never gzipped\n",
+                                     gzip.compress(b'{"instruction": "a", "output": "b"}\n')[:20]],
+                         ids=["bad-header", "never-gzipped", "cut-short"])
+def test_a_gz_file_that_is_not_gzip_is_one_error_about_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=r"d\.\w+\.gz: not a valid gzip file"):
+        read_records(path)
+
+
+def test_gzipped_csv_reads_like_the_csv(tmp_path):
+    text = "instruction,output\nSay hi,Hi.\n你好,你好。\n"
+    (tmp_path / "d.csv").write_text(text, encoding="utf-8")
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    assert read_records(tmp_path / "d.csv.gz") == read_records(tmp_path / "d.csv")
+    assert len(read_records(tmp_path / "d.csv.gz")) == 2

@@ -105,3 +105,12 @@ def test_a_misspelt_file_key_is_one_problem_not_two(tmp_path):
     with pytest.raises(UserError) as caught:
         load_registry(str(path))
     assert str(caught.value) == f"{path}: entry 'my_set' has unknown key 'fille'; did you mean 'file'?"
+
+
+def test_a_missing_registry_file_is_refused_even_for_a_local_dataset_file(tmp_path):
+    from qwentune.data.sources import resolve
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"no-registry\.yaml: dataset registry file not found"):
+        resolve(str(data), registry_file=str(tmp_path / "no-registry.yaml"))

@@ -75,3 +75,15 @@ def test_no_nan_reaches_a_json_file(tmp_path):
     assert summary["non_finite_losses"].startswith("2 of 4 logged losses were NaN or infinite (shown as null)")
     write_json(tmp_path / "run_summary.json", summary)
     assert json.loads((tmp_path / "run_summary.json").read_text(encoding="utf-8")) == summary
+
+
+def test_an_offline_eval_dataset_names_eval_dataset(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from qwentune.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["evaluate", "--config", str(REPO / "config" / "eval_config.yaml"), "--model_name_or_path",
+            str(tiny_model_dir), "--adapter_path", "null", "--eval_dataset", "nobody/no-such-dataset",
+            "--eval_output_dir", str(tmp_path / "eval")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "as --eval_dataset." in err and "--dataset_name" not in err, err

@@ -109,3 +109,19 @@ def test_an_items_system_prompt_is_honoured_by_infer_as_by_compare(tiny_model_di
     assert inferred[0]["answer"] != inferred[1]["answer"]  # the system prompt changes this model's answer
     assert [r["answer"] for r in inferred] == [r["base"]["answer"] for r in compared]
     assert [r["system"] for r in inferred] == [r["system"] for r in compared] == [system, None]
+
+
+def test_text_that_is_not_utf8_is_one_line_and_the_chat_goes_on(trained, tiny_model_dir):
+    """GBK bytes typed into the chat, and given as --prompt: one line, never the tokenizer's TypeError."""
+    base = [sys.executable, "scripts/inference.py", "--model_name_or_path", str(tiny_model_dir), "--adapter_path",
+            str(trained / "out"), "--repetition_penalty", "1.0", "--max_new_tokens", "24"]
+    session = "你好".encode("gbk") + b"\n" + QA[0][0].encode("utf-8") + b"\n/exit\n"
+    chat = subprocess.run(base, input=session, cwd=REPO, capture_output=True, timeout=120)
+    out, err = chat.stdout.decode("utf-8"), chat.stderr.decode("utf-8", "replace")
+    assert chat.returncode == 0 and "Traceback" not in err, err[-1500:]
+    assert "(that line is not UTF-8 text; set the terminal to UTF-8)" in out and f"model> {QA[0][1]}" in out, out
+
+    one = subprocess.run([*base, "--prompt", "你好".encode("gbk")], cwd=REPO, capture_output=True, timeout=120)
+    err = one.stderr.decode("utf-8", "replace").strip().splitlines()
+    assert one.returncode == 2 and err[-1] == ("error: --prompt is not UTF-8 text; set the terminal (or the shell's "
+                                               "locale) to UTF-8."), err

@@ -155,3 +155,63 @@ def test_a_gguf_lora_adapter_or_another_file_says_what_it_is(trained, tiny_model
         find_adapter(notes)
     with pytest.raises(UserError, match="nothing.gguf: not found"):
         find_adapter(tmp_path / "nothing.gguf")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ({"adapter_model.safetensors": None}, r"holds adapter_config.json but no adapter weights"),
+    ({"adapter_model.safetensors": b"garbage, not safetensors"}, r"adapter_model.safetensors: not a readable "
+                                                                 r"safetensors file"),
+    ({"adapter_config.json": b'{"r": 8,'}, r"adapter_config.json: not valid JSON \(line 1\)"),
+], ids=["config-only", "garbage-weights", "bad-config"])
+def test_a_broken_adapter_folder_names_the_file(trained, tiny_model_dir, tmp_path, damage, message):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained / "out", adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    for name, content in damage.items():
+        if content is None:
+            (adapter / name).unlink()
+        else:
+            (adapter / name).write_bytes(content)
+    with pytest.raises(UserError, match=message) as caught:
+        load_for_inference(str(tiny_model_dir), str(adapter), log=silent)
+    assert "does not fit" not in str(caught.value)
+
+
+@pytest.mark.parametrize("config_text, message", [("{bad", r"config.json: not valid JSON \(line 1\)"),
+                                                  ("[1, 2]", r"config.json: not a JSON object")])
+def test_a_model_folder_with_a_broken_config_json_names_that_file_not_the_tokenizer(tiny_model_dir, tmp_path,
+                                                                                    config_text, message):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "config.json").write_text(config_text, encoding="utf-8")
+    with pytest.raises(UserError, match=message) as caught:
+        load_for_inference(str(model), None, log=silent)
+    assert "tokenizer" not in str(caught.value)
+
+
+@pytest.mark.parametrize("base, message", [("nobody/no-such-model", r"as --base-model, or try"),
+                                           ("./no-such-model-dir", r"model directory not found; check --base-model\.")])
+def test_compare_names_its_own_base_model_option(trained, base, message, monkeypatch):
+    from qwentune.apps.compare import load_pair
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=message) as caught:
+        load_pair(base, str(trained / "out"), log=silent)
+    assert "--model_name_or_path" not in str(caught.value)
+
+
+def test_a_model_folder_whose_tokenizer_outgrows_the_embedding_is_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    tokenizer.add_tokens([f"extra_token_{i}" for i in range(8)])
+    tokenizer.save_pretrained(model)
+    with pytest.raises(UserError, match=r"has \d+ tokens but the model .*'s embedding has \d+ rows"):
+        load_for_inference(str(model), None, log=silent)

@@ -226,3 +226,17 @@ def test_split_packed_cuts_at_example_boundaries():
     assert all(p["position_ids"][0, 0] == 0 for p in pieces)
     assert torch.equal(torch.cat([p["shift_labels"] for p in pieces], dim=1), batch["shift_labels"])
     assert split_packed(batch, 100) == [batch]
+
+
+def test_a_tokenizer_larger_than_the_models_embedding_is_refused_before_training(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    bigger = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rows = len(bigger)
+    bigger.add_tokens([f"extra_token_{i}" for i in range(8)])  # 8 ids the model has no embedding row for
+    bigger.save_pretrained(tmp_path / "bigger")
+    cfg = tiny_config(tmp_path, tiny_model_dir, tokenizer_name=str(tmp_path / "bigger"))
+    with pytest.raises(UserError, match=rf"the tokenizer {tmp_path / 'bigger'} has {rows + 8} tokens but the model "
+                                        rf"{tiny_model_dir}'s embedding has {rows} rows; use the model's own tokenizer"):
+        train(cfg, log=silent)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("checkpoint-*"))

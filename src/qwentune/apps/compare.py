@@ -45,10 +45,10 @@ class Pair:
 def load_pair(base: str, finetuned: str, precision: Precision | None = None, trust_remote_code: bool = False,
               log=print) -> Pair:
     """Both sides; with an adapter, one loaded base serves both (precision: see load_for_inference)."""
-    loaded = load_for_inference(base, finetuned, precision, trust_remote_code, log=log)
+    loaded = load_for_inference(base, finetuned, precision, trust_remote_code, log=log, base_option="--base-model")
     if loaded.has_adapter:
         return Pair(loaded, loaded)  # one copy of the weights: the adapter switched off is the base
-    alone = load_for_inference(base, None, precision, trust_remote_code, log=log)
+    alone = load_for_inference(base, None, precision, trust_remote_code, log=log, base_option="--base-model")
     alone.tokenizer = loaded.tokenizer  # the same chat template on both sides: the one the model was tuned with
     return Pair(alone, loaded)
 

@@ -21,6 +21,7 @@ from ..data.convert import conversation
 from ..errors import UserError
 from ..inference.context import fit_conversation, model_positions, question_too_long
 from ..inference.generate import stream
+from ..inference.prompts import NOT_UTF8_LINE, is_utf8_text, read_lines_leniently
 from .compare import Pair
 
 HELP = """commands:
@@ -78,6 +79,7 @@ class Session:
                  stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, save_path: str = "comparison_session.jsonl"):
         self.pair, self.settings, self.system, self.seed = pair, settings, system, seed
         self.stdin, self.stdout, self.save_path = stdin, stdout, save_path
+        read_lines_leniently(stdin)
         self.blind = False
         self.last: dict | None = None
         self.votes = {"finetuned": 0, "base": 0, "tie": 0}
@@ -90,6 +92,9 @@ class Session:
     def ask(self, prompt: str) -> str | None:
         self.say(prompt, end="")
         line = self.stdin.readline()
+        if line and not is_utf8_text(line):
+            self.say(f"({NOT_UTF8_LINE})")
+            return ""
         return None if not line else line.strip()
 
     def answer(self, side: str, messages: list[dict[str, str]], title: str) -> str:

@@ -89,9 +89,10 @@ def _apply_mapping(cfg: Config, mapping: Any, where: str, problems: Problems) ->
             _set_key(cfg, section, key, value, where, problems)
 
 
-def parse_override_args(args: list[str]) -> list[tuple[str, str]]:
-    """Turn `--key value`, `--key=value` and a bare `--flag` (true) into (key, text) pairs."""
-    pairs: list[tuple[str, str]] = []
+def parse_override_args(args: list[str]) -> list[tuple[str, str | None]]:
+    """Turn `--key value`, `--key=value` and a bare `--flag` into (key, text) pairs; a bare flag's text is
+    None (apply_overrides reads it as true for a true/false setting, and as a missing value otherwise)."""
+    pairs: list[tuple[str, str | None]] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -105,13 +106,22 @@ def parse_override_args(args: list[str]) -> list[tuple[str, str]]:
             text = args[i + 1]
             i += 2
         else:
-            text = "true"
+            text = None
             i += 1
         pairs.append((name.replace("-", "_"), text))
     return pairs
 
 
-def apply_overrides(cfg: Config, pairs: list[tuple[str, str]], problems: Problems, where: str = "command line") -> None:
+def _accepts(value: Any, tp: Any) -> bool:
+    try:
+        coerce(value, tp)
+        return True
+    except ValueError:
+        return False
+
+
+def apply_overrides(cfg: Config, pairs: list[tuple[str, str | None]], problems: Problems,
+                    where: str = "command line") -> None:
     """Command-line `--key value` pairs (from parse_override_args), by plain or dotted key name."""
     for name, text in pairs:
         if "." in name:
@@ -123,6 +133,15 @@ def apply_overrides(cfg: Config, pairs: list[tuple[str, str]], problems: Problem
             section, key = KEY_TO_SECTION[name], name
         else:
             problems.add(f"{where}: unknown option --{name}" + (did_you_mean(name, KEY_TO_SECTION, "--") or "."))
+            continue
+        tp = section_fields(SECTIONS[section])[key]
+        if text is None:  # a bare `--key`: a switch turned on, or a value forgotten (last on the line, say)
+            if not _accepts(True, tp):
+                problems.add(f"{where}: --{name} needs a value (--{name} VALUE).")
+                continue
+            text = "true"
+        if not text.strip() and not _accepts(None, tp):  # `--dataset_name ""`: YAML reads it as null
+            problems.add(f"{where}: --{name} is empty; give a value, or leave the option out.")
             continue
         try:
             value = yaml.safe_load(text)

@@ -148,6 +148,11 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     log(f"{source.label}: {converted.records_in} records -> {len(conversations)} conversations ({converted.format})")
 
     tokenizer = tokenizer or load_tokenizer(tokenizer_name, trust_remote_code)
+    forbidden = control_tokens(tokenizer)
+    in_prompt = [token for token in forbidden if token in (data.system_prompt or "")]
+    if in_prompt:
+        raise UserError(f"--system_prompt (data.system_prompt) holds {in_prompt[0]!r}, a control token of the chat "
+                        f"template, which must not appear in a system prompt; remove it.")
     end_of_turn = end_of_turn_token(tokenizer)
     dataset = datasets.Dataset.from_list(conversations).map(
         tokenize_batch,
@@ -155,7 +160,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
         batch_size=256,
         num_proc=data.num_proc if data.num_proc > 1 else None,
         fn_kwargs=dict(tokenizer=tokenizer, max_length=data.max_length, end_of_turn=end_of_turn,
-                       forbidden=control_tokens(tokenizer)),
+                       forbidden=forbidden),
         desc="Tokenizing",
     )
     status = Counter(dataset["status"])
@@ -164,10 +169,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     dataset = dataset.filter(lambda s: not s.startswith("dropped"), input_columns="status")
     dataset = dataset.remove_columns(["status", "full_length"])
     if len(dataset) == 0:
-        raise UserError(
-            f"{source.label}: every example was dropped during tokenization ({dict(status)}); "
-            f"raise --max_length (now {data.max_length})."
-        )
+        raise UserError(_all_dropped(source.label, status, conversations, forbidden, data.max_length))
 
     n_validation, note = validation_count(data.val_size, len(dataset))
     if note:
@@ -243,6 +245,49 @@ def _shown(key: str, value: Any) -> str:
     return f"{value[:12]}..." if key.endswith("_sha256") else repr(value)
 
 
+def _all_dropped(label: str, status: Counter, conversations: list[dict], forbidden: tuple[str, ...],
+                 max_length: int) -> str:
+    """The sentence for data that tokenized to nothing: the fix of each reason examples were dropped."""
+    fixes = []
+    if status.get(DROPPED_CONTROL_TEXT):
+        found = next((token for c in conversations for m in c["messages"] for token in forbidden
+                      if token in m["content"]), "")
+        fixes.append(f"{status[DROPPED_CONTROL_TEXT]} hold the text {found!r}, a control token of the chat template, "
+                     f"in their messages, where it must not appear: remove it from the data")
+    if status.get(DROPPED_NO_REPLY):
+        fixes.append(f"{status[DROPPED_NO_REPLY]} have no reply within max_length: raise --max_length "
+                     f"(now {max_length})")
+    return f"{label}: every example was dropped during tokenization; " + "; ".join(fixes) + "."
+
+
+def stats_problem(directory: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """(stats, None) for directory's stats.json, (None, None) when there is none, and (None, why) when it
+    cannot be read as a JSON object (damaged, or the directory is not tokenized data from preprocess)."""
+    stats_file = Path(directory) / STATS_FILE
+    if not stats_file.is_file():
+        return None, None
+    try:
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON (line {exc.lineno})"
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
+    if not isinstance(stats, dict):
+        return None, "not a JSON object"
+    return stats, None
+
+
+def read_stats(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """directory's stats.json (None when there is none); UserError naming the file when it cannot be read."""
+    stats, problem = stats_problem(directory)
+    if problem:
+        raise UserError(f"{Path(directory) / STATS_FILE}: {problem}; run preprocess again to rebuild {directory}, "
+                        f"or give another directory.")
+    return stats
+
+
 def _only_source_changed(have: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return have.get("source_sha256") is not None and [k for k in wanted if have.get(k) != wanted[k]] == ["source_sha256"]
 
@@ -251,9 +296,9 @@ def _stale_copies(cache_root: Path, wanted: dict[str, Any]):
     """(directory, stats) of earlier tokenizations under cache_root with these settings but other source
     content, the newest first."""
     for stats_file in sorted(cache_root.glob(f"*/{STATS_FILE}"), key=lambda f: f.stat().st_mtime, reverse=True):
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
-        have = stats.get("settings", {})
-        if _only_source_changed(have, wanted):
+        stats, _ = stats_problem(stats_file.parent)  # an unreadable copy is no earlier tokenization to mention
+        have = (stats or {}).get("settings", {})
+        if stats and _only_source_changed(have, wanted):
             yield stats_file.parent, stats
 
 
@@ -275,10 +320,12 @@ def load_or_preprocess(data: DataConfig, tokenizer_name: str, tokenizer, seed: i
     cached = cache_root / fingerprint
     changed_from = None  # (directory, stats) of these settings tokenized from other content of the source
     for candidate in (processed, cached):
-        stats_file = candidate / STATS_FILE
-        if not stats_file.is_file():
+        stats, problem = stats_problem(candidate)
+        if problem:  # not data this config can use; left alone, the data is prepared in the cache instead
+            log(f"{candidate / STATS_FILE}: {problem}, so {candidate} is not used; preparing the data for this "
+                f"config in {cached}")
+        if stats is None:
             continue
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
         have = {key: stats.get("settings", {}).get(key) for key in wanted}
         if have == wanted:
             log(f"using the tokenized data in {candidate}")

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import UserError
 from ..fsutil import read_text
 
-SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".json.gz", ".jsonl.gz")
+SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".json.gz", ".jsonl.gz", ".csv.gz")
 
 
 def _suffix(path: Path) -> str:
@@ -200,10 +200,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         records = _json_lines(path, read_text(path))
     elif kind in (".json", ".json.gz"):
         records = _json_document(path, read_text(path))
-    elif kind == ".csv":
+    elif kind in (".csv", ".csv.gz"):
         records = _csv_records(path, read_text(path))
     elif kind == ".parquet":
         records = _parquet_records(path)
     else:
-        raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv or .parquet.")
+        raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv or .parquet "
+                        f"(.json, .jsonl and .csv may be gzipped: .jsonl.gz).")
     return records

@@ -16,10 +16,11 @@ from ..models.hub import require_hub
 from .readers import SUFFIXES
 from .registry import DatasetEntry, load_registry, unknown_dataset_error
 
-OFFLINE_HINT = (
-    "download on a machine with network (python data/download_data.py) and copy data/cache/, "
-    "or pass a local .json/.jsonl/.csv/.parquet file as --dataset_name."
-)
+
+def offline_hint(option: str = "--dataset_name") -> str:
+    return ("download on a machine with network (python data/download_data.py) and copy data/cache/, "
+            f"or pass a local .json/.jsonl/.csv/.parquet file as {option}.")
+
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,16 @@ class DataSource:
     label: str  # what to call it in messages and stats
 
 
-def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = False) -> Path:
-    """Fetch a hub dataset into cache_dir as JSON Lines; return the file. Offline: UserError at once."""
+def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = False,
+             option: str = "--dataset_name") -> Path:
+    """Fetch a hub dataset into cache_dir as JSON Lines; return the file. Offline: UserError at once
+    (naming `option`, the caller's flag that named the dataset)."""
     target = Path(cache_dir) / entry.cache_name
     if target.is_file() and not force:
         return target
     if entry.hub_id is None:
         raise UserError(f"dataset '{entry.name}' is a local file ({entry.file}); there is nothing to download.")
-    require_hub(f"dataset '{entry.hub_id}'", OFFLINE_HINT)
+    require_hub(f"dataset '{entry.hub_id}'", offline_hint(option))
     import datasets
 
     try:
@@ -61,13 +64,16 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve(name: str, data_format: str = "auto", columns: dict | None = None,
-            registry_file: str | None = None, cache_dir: str = "data/cache") -> DataSource:
-    """Turn --dataset_name (a local path, a registered name or a hub id) into a local DataSource."""
+            registry_file: str | None = None, cache_dir: str = "data/cache", option: str = "--dataset_name"
+            ) -> DataSource:
+    """Turn `name` (a local path, a registered name or a hub id, given as `option`) into a local DataSource.
+
+    The registry file, when one is given, is read (and a missing or broken one refused) whatever `name` is."""
     columns = dict(columns or {})
+    registry = load_registry(registry_file)
     path = Path(name).expanduser()
     if path.exists():
         return DataSource(path, data_format, columns, str(path))
-    registry = load_registry(registry_file)
     entry = registry.get(name)
     if entry is None:
         if _looks_like_path(name):
@@ -79,4 +85,4 @@ def resolve(name: str, data_format: str = "auto", columns: dict | None = None,
     merged_columns = {**entry.columns, **columns}
     if entry.file:
         return DataSource(Path(entry.file), fmt, merged_columns, entry.name)
-    return DataSource(download(entry, cache_dir), fmt, merged_columns, entry.name)
+    return DataSource(download(entry, cache_dir, option=option), fmt, merged_columns, entry.name)

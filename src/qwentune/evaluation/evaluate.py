@@ -24,12 +24,12 @@ def eval_conversations(cfg: Config, log=print) -> tuple[list[list[dict[str, str]
     """The evaluation conversations and where they came from (first eval.max_eval_samples)."""
     import datasets
 
-    from ..data.preprocess import source_changed_since
+    from ..data.preprocess import read_stats, source_changed_since
 
     source = cfg.eval.eval_dataset
     processed = Path(source) if source else Path(cfg.data.processed_dir)
-    if (processed / "stats.json").is_file():
-        stats = json.loads((processed / "stats.json").read_text(encoding="utf-8"))
+    stats = read_stats(processed)
+    if stats is not None:
         if not (processed / "validation").is_dir():
             settings = stats.get("settings", {})
             n = stats.get("examples_out")
@@ -52,7 +52,8 @@ def eval_conversations(cfg: Config, log=print) -> tuple[list[list[dict[str, str]
         from ..data.readers import read_records
 
         data = cfg.data
-        found = sources.resolve(source, data.dataset_format, data.columns, data.dataset_registry, data.cache_dir)
+        found = sources.resolve(source, data.dataset_format, data.columns, data.dataset_registry, data.cache_dir,
+                                 option="--eval_dataset")
         converted = convert_records(read_records(found.path), found.format, found.columns, found.label,
                                     data.system_prompt, data.languages)
         conversations = [c["messages"] for c in converted.conversations]

@@ -10,7 +10,7 @@ from ..data.convert import conversation
 from ..models.load import LoadedModel
 from .context import fit_conversation, model_positions, question_too_long, too_long_notice
 from .generate import answer_all, stream
-from .prompts import Question
+from .prompts import NOT_UTF8_LINE, Question, is_utf8_text, read_lines_leniently
 
 CHAT_HELP = "commands: /clear (forget the conversation), /system TEXT (set the system prompt), /exit"
 
@@ -33,6 +33,7 @@ def chat(loaded: LoadedModel, settings: GenerationConfig, system: str | None, se
     (said once); a question that does not fit even alone is skipped with one line, and the chat goes on."""
     history: list[dict[str, str]] = []
     positions, trimming = model_positions(loaded.model), False
+    read_lines_leniently(stdin)
     stdout.write(f"chat with {loaded.description.get('finetuned') or loaded.description['base']}; {CHAT_HELP}\n")
     while True:
         stdout.write("\nyou> ")
@@ -43,6 +44,9 @@ def chat(loaded: LoadedModel, settings: GenerationConfig, system: str | None, se
             return
         text = line.strip()
         if not text:
+            continue
+        if not is_utf8_text(text):
+            stdout.write(f"({NOT_UTF8_LINE})\n")
             continue
         if text in ("/exit", "/quit"):
             return

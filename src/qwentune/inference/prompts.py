@@ -19,6 +19,27 @@ from ..errors import UserError, did_you_mean
 
 FIELDS = ("question", "prompt", "reference", "category", "system")
 
+# Typed text that is not UTF-8 (a GBK terminal, say) reaches Python as lone surrogates (surrogateescape:
+# command-line arguments, and stdin as read_lines_leniently sets it), which the tokenizer cannot take.
+NOT_UTF8_LINE = "that line is not UTF-8 text; set the terminal to UTF-8"
+
+
+def is_utf8_text(text: str) -> bool:
+    """False when `text` holds lone surrogates: bytes that were not UTF-8, kept by Python's surrogateescape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_lines_leniently(stream) -> None:
+    """Let a text stream (sys.stdin) read a line that is not UTF-8 as lone surrogates instead of raising
+    UnicodeDecodeError, so an interactive loop can say so (is_utf8_text) and go on."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
+
 
 @dataclass(frozen=True)
 class Question:

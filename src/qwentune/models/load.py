@@ -21,7 +21,7 @@ from .gguf_source import materialize
 from .hub import is_local_reference
 from .precision import Precision, choose_precision
 from .source import resolve_model_source
-from .tokenizer import load_tokenizer, stop_token_ids
+from .tokenizer import check_tokenizer_fits, load_tokenizer, stop_token_ids
 
 
 def load_model(source: str, precision: Precision, *, quantization=None, attn_implementation: str = "sdpa",
@@ -140,18 +140,52 @@ def find_adapter(path: str | Path, log=print) -> tuple[str, Path, str]:
     raise UserError(f"{path}: holds no adapter (adapter_config.json), checkpoint or model; check the path.")
 
 
+def check_adapter_files(directory: Path) -> None:
+    """UserError naming the file when an adapter directory cannot be what peft loads: adapter_config.json
+    that is not a JSON object, no weights file next to it (peft would then look for them on the hub), or
+    an adapter_model.safetensors that safetensors cannot open (damaged, cut short, not safetensors)."""
+    config_file = directory / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{config_file}: not valid JSON{where}; restore it from the training output, or train "
+                        f"again.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file}: not a JSON object; restore it from the training output, or train again.")
+    weights = directory / "adapter_model.safetensors"
+    if not weights.is_file():
+        if (directory / "adapter_model.bin").is_file():
+            return
+        raise UserError(f"{directory}: holds adapter_config.json but no adapter weights (adapter_model.safetensors); "
+                        f"copy the weights file next to it, or give the training output directory.")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except SafetensorError as exc:
+        raise UserError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0][:200]}); it is "
+                        f"damaged or incomplete: copy it again, or train again.") from None
+
+
 def load_for_inference(base: str, finetuned: str | None = None, precision: Precision | None = None,
-                       trust_remote_code: bool = False, log=print) -> LoadedModel:
+                       trust_remote_code: bool = False, log=print, base_option: str = "--model_name_or_path"
+                       ) -> LoadedModel:
     """The base model, with the fine-tuned adapter attached when `finetuned` is an adapter
-    (precision: default choose_precision(), bf16 where the hardware has it)."""
+    (precision: default choose_precision(), bf16 where the hardware has it); `base_option`: the flag
+    that gave `base`, named in messages about it."""
     precision = precision or choose_precision()
     kind, location, how = find_adapter(finetuned, log) if finetuned else ("base", None, "")
-    source = str(location) if kind == "merged" else resolve_model_source(base)
+    source = str(location) if kind == "merged" else resolve_model_source(base, base_option)
     # The tokenizer saved with the adapter (qwentune saves it) wins; a bare adapter uses the base's.
     has_own_tokenizer = location is not None and (location / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(str(location) if has_own_tokenizer else source, trust_remote_code)
+    tokenizer_source = str(location) if has_own_tokenizer else source
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code)
     model = load_model(source, precision, trust_remote_code=trust_remote_code)
+    check_tokenizer_fits(tokenizer, tokenizer_source, model.get_input_embeddings().num_embeddings, source)
     if kind == "adapter":
+        check_adapter_files(location)
         try:
             with peft_checkpointing_probe_quiet():
                 model = import_peft().PeftModel.from_pretrained(model, str(location))

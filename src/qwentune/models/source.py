@@ -6,25 +6,40 @@ one sentence at the start rather than a traceback after minutes of work.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import UserError
 from .gguf_source import materialize
 from .hub import is_local_reference, require_hub
 
-LOCAL_MODEL_HINT = "pass a local model directory as --model_name_or_path, or try `qwentune demo` (no model hub needed)."
+
+def local_model_hint(option: str = "--model_name_or_path") -> str:
+    return f"pass a local model directory as {option}, or try `qwentune demo` (no model hub needed)."
 
 
-def resolve_model_source(name: str) -> str:
+
+def resolve_model_source(name: str, option: str = "--model_name_or_path") -> str:
     """A local model directory as is; the embedded demo model or a .gguf file as its converted directory;
-    a hub id if it is in the local hub cache or the hub is reachable. UserError otherwise."""
+    a hub id if it is in the local hub cache or the hub is reachable. UserError otherwise, naming
+    `option` (the caller's flag that gave `name`) as the thing to fix; a config.json that is not a
+    JSON object is named as such (transformers would otherwise fail in the tokenizer, blaming it)."""
     name = materialize(name)
     if is_local_reference(name):
         path = Path(name).expanduser()
         if not path.is_dir():
-            raise UserError(f"{name}: model directory not found; check --model_name_or_path.")
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path}: not a model directory (no config.json); point --model_name_or_path at one.")
+            raise UserError(f"{name}: model directory not found; check {option}.")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise UserError(f"{path}: not a model directory (no config.json); point {option} at one.")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise UserError(f"{config_file}: not valid JSON{where}; restore the model's config.json "
+                            f"(copy it again from where the model came from).") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{config_file}: not a JSON object; restore the model's config.json.")
         return str(path)
     from huggingface_hub import try_to_load_from_cache
 
@@ -33,5 +48,5 @@ def resolve_model_source(name: str) -> str:
             return name
     except ValueError:  # huggingface_hub's HFValidationError: not a valid id; the hub check below says so
         pass
-    require_hub(f"model '{name}'", LOCAL_MODEL_HINT)
+    require_hub(f"model '{name}'", local_model_hint(option))
     return name

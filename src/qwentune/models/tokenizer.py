@@ -72,6 +72,17 @@ def prepare_tokenizer(tokenizer, source: str = "tokenizer"):
     return tokenizer
 
 
+def check_tokenizer_fits(tokenizer, tokenizer_name: str, embedding_rows: int, model_name: str,
+                         max_token_id: int | None = None) -> None:
+    """UserError when the tokenizer can give ids the model has no embedding row for: len(tokenizer), or the
+    largest id actually used (`max_token_id`, of tokenized data), beyond `embedding_rows` (the model's input
+    embedding, config.vocab_size) would fail deep in the embedding lookup (an IndexError or a CUDA assert)."""
+    needed = max(len(tokenizer), (max_token_id or 0) + 1)
+    if needed > embedding_rows:
+        raise UserError(f"the tokenizer {tokenizer_name} has {needed} tokens but the model {model_name}'s embedding has "
+                        f"{embedding_rows} rows; use the model's own tokenizer (drop --tokenizer_name).")
+
+
 def control_tokens(tokenizer) -> tuple[str, ...]:
     """Special-token texts (`<|im_start|>`, `<|im_end|>`, ...): they must never come from message contents."""
     special = set(tokenizer.all_special_tokens)

@@ -107,6 +107,14 @@ def _quiet(*args, **kwargs) -> None:
     """The log of processes other than the main one."""
 
 
+def _max_token_id(dataset) -> int | None:
+    """The largest input id in a tokenized datasets.Dataset (pyarrow, without copying it into Python lists)."""
+    import pyarrow.compute as pc
+
+    ids = dataset.data.column("input_ids").combine_chunks() if len(dataset) else None
+    return None if ids is None else pc.max(pc.list_flatten(ids)).as_py()
+
+
 def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks.
 
@@ -132,7 +140,7 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
     from ..models.lora import apply_lora, count_parameters
     from ..models.precision import choose_precision
     from ..models.source import resolve_model_source
-    from ..models.tokenizer import align_special_tokens, load_tokenizer
+    from ..models.tokenizer import align_special_tokens, check_tokenizer_fits, load_tokenizer
     from .memory import GB, ModelShape, check_fits, plan_for
     from .speedups import attention_implementation, choose_speedups
     from .trainer import QwentuneTrainer, make_collator
@@ -156,7 +164,11 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
     train_set = splits["train"].select_columns(["input_ids", "labels"])
     eval_set = splits["validation"].select_columns(["input_ids", "labels"]) if "validation" in splits else None
 
-    shape = ModelShape.from_config(AutoConfig.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code))
+    model_config = AutoConfig.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code)
+    shape = ModelShape.from_config(model_config)
+    # Before minutes of loading: ids beyond the embedding would fail deep inside the first forward pass.
+    check_tokenizer_fits(tokenizer, tokenizer_name, model_config.get_text_config().vocab_size, source,
+                         _max_token_id(train_set))
     longest = min(cfg.data.max_length, data_stats["tokens"]["length"]["max"])
     cfg = plan_for(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
     out = Path(cfg.training.output_dir)
