@@ -44,6 +44,22 @@ def read_text(path: str | os.PathLike) -> str:
         raise UserError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8.") from None
 
 
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """The JSON object in a UTF-8 file another program wrote (a model's config.json, an adapter_config.json).
+
+    Raises UserError "PATH: not valid JSON (line N); FIX" (or not UTF-8 / not a JSON object), `fix` saying
+    how to restore the file; FileNotFoundError is the caller's to word.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}); {fix}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: not a JSON object; {fix}")
+    return value
+
+
 def _umask_from_proc() -> int | None:
     """The umask as Linux (kernel >= 4.7) shows it in /proc/self/status, or None where it does not."""
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..fsutil import numbered_checkpoints
+from ..fsutil import numbered_checkpoints, read_json_object
 from . import import_peft, peft_checkpointing_probe_quiet
 from .gguf_source import materialize
 from .hub import is_local_reference
@@ -144,15 +144,7 @@ def check_adapter_files(directory: Path) -> None:
     """UserError naming the file when an adapter directory cannot be what peft loads: adapter_config.json
     that is not a JSON object, no weights file next to it (peft would then look for them on the hub), or
     an adapter_model.safetensors that safetensors cannot open (damaged, cut short, not safetensors)."""
-    config_file = directory / "adapter_config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise UserError(f"{config_file}: not valid JSON{where}; restore it from the training output, or train "
-                        f"again.") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{config_file}: not a JSON object; restore it from the training output, or train again.")
+    read_json_object(directory / "adapter_config.json", "restore it from the training output, or train again.")
     weights = directory / "adapter_model.safetensors"
     if not weights.is_file():
         if (directory / "adapter_model.bin").is_file():

@@ -6,10 +6,10 @@ one sentence at the start rather than a traceback after minutes of work.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsutil import read_json_object
 from .gguf_source import materialize
 from .hub import is_local_reference, require_hub
 
@@ -32,14 +32,7 @@ def resolve_model_source(name: str, option: str = "--model_name_or_path") -> str
         config_file = path / "config.json"
         if not config_file.is_file():
             raise UserError(f"{path}: not a model directory (no config.json); point {option} at one.")
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-            raise UserError(f"{config_file}: not valid JSON{where}; restore the model's config.json "
-                            f"(copy it again from where the model came from).") from None
-        if not isinstance(config, dict):
-            raise UserError(f"{config_file}: not a JSON object; restore the model's config.json.")
+        read_json_object(config_file, "restore the model's config.json (copy it again from where the model came from).")
         return str(path)
     from huggingface_hub import try_to_load_from_cache
 
