@@ -5,7 +5,13 @@ import torch
 
 from qwentune.data.collate import pack_batch, pad_batch
 from qwentune.data.tokenize import IGNORE_INDEX
-from qwentune.training.loss import LeanLoss, LinearCrossEntropySum, lean_head_supported, shifted_targets
+from qwentune.training.loss import (
+    LeanLoss,
+    LinearCrossEntropySum,
+    chunked_head,
+    lean_head_supported,
+    shifted_targets,
+)
 from qwentune.training.speedups import attention_implementation
 from qwentune.training.speedups.packed_attention import NAME as PACKED
 from tests.helpers import examples_of
@@ -104,6 +110,31 @@ def test_lean_loss_on_packed_rows_equals_naive_loss_on_padded_rows(tiny_model_di
     assert naive_grads.keys() == lean_grads.keys() and len(naive_grads) > 0
     for name in naive_grads:
         torch.testing.assert_close(lean_grads[name], naive_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_lean_loss_gives_its_kernel_the_labelled_rows_only(tiny_model_dir):
+    """The contract another head kernel (Liger's fused linear cross-entropy on CUDA) is given: the hidden states
+    and targets of the labelled positions, the head's weight and bias; what it returns is the summed loss."""
+    model = lora_model(tiny_model_dir)
+    causal_lm = model.get_base_model()
+    packed = pack_batch(examples_of([9, 4, 13], vocab=causal_lm.config.vocab_size))
+    labelled = int((packed["shift_labels"] != IGNORE_INDEX).sum())
+    calls = []
+
+    def recording_kernel(hidden, weight, bias, targets):
+        calls.append((hidden.shape, weight, bias, targets))
+        return chunked_head(hidden, weight, bias, targets)
+
+    default = LeanLoss(causal_lm)
+    expected, _ = default(model, packed["input_ids"], packed["shift_labels"], position_ids=packed["position_ids"])
+    default.remove()
+    total, _ = LeanLoss(causal_lm, recording_kernel)(model, packed["input_ids"], packed["shift_labels"],
+                                                     position_ids=packed["position_ids"])
+    ((shape, weight, bias, targets),) = calls
+    assert shape == (labelled, causal_lm.config.hidden_size) and targets.shape == (labelled,)
+    assert (targets != IGNORE_INDEX).all()
+    assert weight is causal_lm.get_output_embeddings().weight and bias is causal_lm.get_output_embeddings().bias
+    torch.testing.assert_close(total, expected)
 
 
 def test_shifted_targets():

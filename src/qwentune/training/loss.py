@@ -143,6 +143,15 @@ def _frozen_head(hidden, weight, bias, targets, chunk_rows, vocab_block, need_hi
     return total, grad_hidden
 
 
+def chunked_head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """sum_i CE(hidden_i @ weight.T + bias, target_i): (rows, hidden) and (rows,) -> a 0-dim fp32 tensor,
+    by LinearCrossEntropySum in the blocks head_blocks gives for this device and head."""
+    trained = weight.requires_grad or (bias is not None and bias.requires_grad)
+    rows, vocab_block = head_blocks(weight.shape[0], weight.device.type, trained)
+    return LinearCrossEntropySum.apply(hidden, weight, bias, targets, rows, vocab_block)
+
+
 def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
     """Targets aligned with hidden positions: position i predicts token i + 1."""
     targets = torch.full_like(labels, IGNORE_INDEX)
@@ -172,8 +181,11 @@ class LeanLoss:
     (FSDP / ZeRO-3 gather it only inside the head's own forward).
     """
 
-    def __init__(self, causal_lm) -> None:
+    def __init__(self, causal_lm, kernel=None) -> None:
         self.head = causal_lm.get_output_embeddings()
+        # The cross-entropy of the head: chunked_head, or another with its contract (Liger's on CUDA,
+        # speedups/liger.py).
+        self.kernel = kernel or chunked_head
         self._hidden: torch.Tensor | None = None
         self._hook = causal_lm.get_decoder().register_forward_hook(self._keep_hidden)
 
@@ -190,10 +202,7 @@ class LeanLoss:
                         logits_to_keep=1, use_cache=False)
         hidden, self._hidden = self._hidden, None
         keep = targets != IGNORE_INDEX
-        weight, bias = self.head.weight, self.head.bias
-        trained = weight.requires_grad or (bias is not None and bias.requires_grad)
-        rows, vocab_block = head_blocks(weight.shape[0], weight.device.type, trained)
-        total = LinearCrossEntropySum.apply(hidden[keep], weight, bias, targets[keep], rows, vocab_block)
+        total = self.kernel(hidden[keep], self.head.weight, self.head.bias, targets[keep])
         return total, outputs
 
     def remove(self) -> None:
