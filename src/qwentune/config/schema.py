@@ -95,13 +95,17 @@ class TrainingConfig:
     # computed for padding; false pads each batch to its longest example (batches grouped by length).
     # Same examples per step, same loss either way.
     packing: Switch = "auto"
-    # auto: qwentune_packed (sdpa per packed example) where every layer has full attention, else sdpa.
+    # auto: flash_attention_2 for packed rows on CUDA with flash-attn and bf16/fp16 weights; else qwentune_packed
+    # (sdpa per packed example) where every layer has full attention; else sdpa.
     attn_implementation: Literal["auto", "qwentune_packed", "sdpa", "eager", "flash_attention_2"] = "auto"
     # The loss at labelled positions only, a block at a time: the full logits tensor never exists.
     lean_head: Switch = "auto"
     # CPU only: fused LoRA groups, cheap LoRA dropout, RMSNorm with its own backward, kept malloc memory,
     # packed rows in passes of at most 512 tokens.
     cpu_kernels: Switch = "auto"
+    # CUDA only, with liger-kernel installed (the gpu extra): Liger's RMSNorm, SwiGLU and RoPE, and its fused
+    # linear cross-entropy under the lean head.
+    cuda_kernels: Switch = "auto"
     logging_steps: int = 10
     save_steps: int = 300
     save_total_limit: int | None = 3

@@ -17,7 +17,7 @@ from ..data.collate import pack_batch, pad_batch
 from ..data.tokenize import IGNORE_INDEX
 from ..models import import_peft
 from .loss import LeanLoss, shifted_targets
-from .speedups import Speedups
+from .speedups import Speedups, lean_head_kernel
 
 import_peft()  # before transformers' Trainer, which imports peft: see models.import_peft
 from transformers import Trainer  # noqa: E402
@@ -74,7 +74,8 @@ class QwentuneTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.tokens_per_pass = speedups.tokens_per_pass
         self.model_accepts_loss_kwargs = True
-        self.lean_loss = LeanLoss(unwrap_causal_lm(self.model)) if speedups.lean_head else None
+        self.lean_loss = (LeanLoss(unwrap_causal_lm(self.model), lean_head_kernel(speedups)) if speedups.lean_head
+                          else None)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """A packed row longer than tokens_per_pass runs as several forward/backward passes."""

@@ -1,16 +1,31 @@
 """Device speed-ups, one module each, and the one switchboard that decides which of them run.
 
 `choose_speedups` is called once per training run, after the model is wrapped with LoRA; it reads
-the config's switches (each `auto` by default, each can be set off for an A/B or to debug) and the
-device, and returns a `Speedups` record that the trainer follows and the run summary lists.
+the config's switches (each `auto` by default, each can be set off for an A/B or to debug), the
+device, the model and which CUDA kernel packages can run here, and returns a `Speedups` record that
+the trainer follows and the run summary lists. The decision itself is `plan_speedups`, a pure function
+of those inputs; switching the kernels on is the only part that touches the model.
 
-    packing          padding-free rows, attention per example           every device
-    attn_implementation  qwentune_packed (per-example sdpa) where the model allows it, else sdpa
-    lean_head        the loss at labelled positions only, in blocks     every device (not sharded)
-    cpu_kernels      fused LoRA groups, cheap LoRA dropout, RMSNorm     CPU
-                     with a hand-written backward, kept malloc memory,
-                     packed rows run in passes of <= 512 tokens
-CUDA choices (flash-attention varlen, Liger kernels) will be added here, one module and one line each.
+What `auto` runs where:
+
+    switch               CPU                                  CUDA
+    packing              padding-free rows, attention per example (every device)
+    attn_implementation  qwentune_packed (sdpa per example)   flash_attention_2 (flash-attn's varlen
+                         where every layer has full           kernels) when flash-attn runs here and
+                         attention, else sdpa                 the weights are bf16/fp16; else as on CPU
+    lean_head            the loss at labelled positions only, in blocks (every device; not when sharded)
+                         kernel: loss.chunked_head            Liger's fused linear cross-entropy when
+                                                              liger-kernel runs here, else chunked_head
+    cpu_kernels          fused LoRA groups, cheap LoRA        -
+                         dropout, RMSNorm with a hand-written
+                         backward, kept malloc memory, packed
+                         rows in passes of <= 512 tokens
+    cuda_kernels         -                                    Liger's RMSNorm, SwiGLU, RoPE (and the
+                                                              head's kernel above) when liger-kernel
+                                                              runs here
+
+On CUDA without flash-attn and liger-kernel: sdpa per example and qwentune's own lean head. Other
+devices (MPS, NPU): the CPU column without cpu_kernels.
 
 May import: torch, transformers, peft, ..loss, ...errors, ...config, and the modules of this folder.
 """
@@ -40,20 +55,22 @@ class Speedups:
     attn_implementation: str  # during training: qwentune_packed, sdpa, eager, flash_attention_2, ...
     lean_head: bool
     cpu_kernels: tuple[str, ...]  # the CPU kernels that were switched on, by name
+    cuda_kernels: tuple[str, ...]  # the CUDA kernels (Liger's) that were switched on, by name
     tokens_per_pass: int | None  # a packed row longer than this runs as several passes; None: one pass
 
     def describe(self) -> str:
         """One line for the log: what runs."""
         parts = ["packing" if self.packing else "padded batches", f"{self.attn_implementation} attention",
                  "lean loss head" if self.lean_head else "the model's own loss head"]
-        if self.cpu_kernels:
-            parts.append("CPU kernels (" + ", ".join(k.replace("_", " ") for k in self.cpu_kernels) + ")")
+        for device, kernels in (("CPU", self.cpu_kernels), ("CUDA", self.cuda_kernels)):
+            if kernels:
+                parts.append(f"{device} kernels (" + ", ".join(k.replace("_", " ") for k in kernels) + ")")
         if self.tokens_per_pass:
             parts.append(f"passes of <= {self.tokens_per_pass} tokens")
         return ", ".join(parts)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "cpu_kernels": list(self.cpu_kernels)}
+        return {**asdict(self), "cpu_kernels": list(self.cpu_kernels), "cuda_kernels": list(self.cuda_kernels)}
 
 
 def pass_tokens(training: TrainingConfig, device: str, max_length: int) -> int | None:
@@ -76,29 +93,76 @@ def _resolve(value, auto: bool) -> bool:
     return auto if value == "auto" else bool(value)
 
 
-def choose_speedups(training: TrainingConfig, device: str, model, max_length: int) -> Speedups:
-    """Decide, once, what a training run of `model` (a PeftModel) on `device` uses. UserError when a
-    switch set to true cannot run here (the message says why and that `auto` picks what can)."""
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the choice needs to know about the model and the run (model_facts reads them)."""
+
+    full_attention: bool  # every layer attends to all earlier tokens (no sliding windows)
+    lean_head: bool  # loss.lean_head_supported, and FSDP / ZeRO-3 does not shard the head
+    flash_attention: bool  # transformers has a flash-attention path for the architecture
+    half_precision: bool  # frozen weights in bf16 / fp16, the only dtypes flash-attn takes
+
+
+def model_facts(causal_lm) -> ModelFacts:
+    """ModelFacts of `causal_lm`, a transformers model (the one inside the PeftModel)."""
+    import torch
+
     from ..loss import lean_head_supported
-    from .packed_attention import NAME as PACKED
     from .packed_attention import supports_packed_attention
 
-    causal_lm = model.get_base_model()
-    config = causal_lm.config
-    packing = _resolve(training.packing, True)
+    return ModelFacts(
+        full_attention=supports_packed_attention(causal_lm.config),
+        lean_head=lean_head_supported(causal_lm) and not parameters_sharded(),
+        flash_attention=bool(getattr(causal_lm, "_supports_flash_attn", False)),
+        # The input embedding is neither quantized nor an adapter: it holds the frozen weights' dtype.
+        half_precision=causal_lm.get_input_embeddings().weight.dtype in (torch.bfloat16, torch.float16),
+    )
 
+
+@dataclass(frozen=True)
+class Plan:
+    """What plan_speedups decided; choose_speedups switches the kernel families on."""
+
+    packing: bool
+    attn_implementation: str
+    lean_head: bool
+    cpu_kernels: bool
+    liger_kernels: bool
+    tokens_per_pass: int | None
+
+
+def plan_speedups(training: TrainingConfig, device: str, max_length: int, facts: ModelFacts,
+                  packages: frozenset[str]) -> Plan:
+    """Decide from the switches, the device, the model's facts and the CUDA kernel packages that can run
+    (cuda_packages.usable_packages, empty off CUDA). UserError when a switch set to true cannot run here
+    (the message says why and that `auto` picks what can)."""
+    from .cuda_packages import FLASH_ATTN, LIGER_KERNEL
+    from .packed_attention import NAME as PACKED
+
+    packing = _resolve(training.packing, True)
+    flash_possible = device == "cuda" and FLASH_ATTN in packages
     attention = training.attn_implementation
     if attention == "auto":
-        attention = PACKED if packing and supports_packed_attention(config) else "sdpa"
-    elif attention == PACKED and not supports_packed_attention(config):
+        # flash-attn's varlen kernels take a packed row whole: transformers finds the examples from the
+        # restarting position ids when there is no attention mask and the micro-batch is one row, which is
+        # what data.collate.pack_batch makes (transformers' modeling_flash_attention_utils.py,
+        # _is_packed_sequence); it passes sliding windows to flash-attn, so they need no fallback.
+        if packing and flash_possible and facts.flash_attention and facts.half_precision:
+            attention = "flash_attention_2"
+        else:
+            attention = PACKED if packing and facts.full_attention else "sdpa"
+    elif attention == PACKED and not facts.full_attention:
         raise UserError(f"training.attn_implementation {PACKED} needs full attention in every layer, and this model "
                         f"has sliding-window layers; use sdpa or auto.")
-    elif attention == "flash_attention_2":
-        _require_flash_attention(device)
+    elif attention == "flash_attention_2" and not flash_possible:
+        raise UserError("training.attn_implementation flash_attention_2 needs a CUDA GPU (Ampere or newer) and the "
+                        "flash-attn package (README: training on a GPU); use auto or sdpa.")
+    elif attention == "flash_attention_2" and not (facts.flash_attention and facts.half_precision):
+        raise UserError("training.attn_implementation flash_attention_2 needs bf16 or fp16 weights and an "
+                        "architecture that transformers runs with flash-attn; use auto or sdpa.")
 
-    lean_possible = lean_head_supported(causal_lm) and not parameters_sharded()
-    lean_head = _resolve(training.lean_head, lean_possible)
-    if lean_head and not lean_possible:
+    lean_head = _resolve(training.lean_head, facts.lean_head)
+    if lean_head and not facts.lean_head:
         raise UserError("training.lean_head is true, but this run cannot use it (the output head is not a plain "
                         "linear layer, scales or soft-caps its logits, or FSDP / ZeRO-3 shards it); set it to auto.")
 
@@ -106,16 +170,36 @@ def choose_speedups(training: TrainingConfig, device: str, model, max_length: in
     if cpu and device != "cpu":
         raise UserError(f"training.cpu_kernels is true, but this run is on {device}; the CPU kernels are made "
                         f"and measured for CPUs: set it to auto.")
-    kernels = _cpu_kernels(model) if cpu else ()
-    return Speedups(packing, attention, lean_head, kernels, pass_tokens(training, device, max_length))
+    liger_possible = device == "cuda" and LIGER_KERNEL in packages
+    liger = _resolve(training.cuda_kernels, liger_possible)
+    if liger and not liger_possible:
+        raise UserError(f"training.cuda_kernels is true, but this run is on {device} without a liger-kernel that "
+                        f"runs (it needs a CUDA GPU and pip install 'qwentune[gpu]'); set it to auto.")
+    return Plan(packing, attention, lean_head, cpu, liger, pass_tokens(training, device, max_length))
 
 
-def _require_flash_attention(device: str) -> None:
-    import importlib.util
+def choose_speedups(training: TrainingConfig, device: str, model, max_length: int) -> Speedups:
+    """Decide, once, what a training run of `model` (a PeftModel) on `device` uses, and switch its kernels
+    on. UserError as plan_speedups says."""
+    from .cuda_packages import usable_packages
 
-    if device != "cuda" or importlib.util.find_spec("flash_attn") is None:
-        raise UserError("training.attn_implementation flash_attention_2 needs a CUDA GPU and the flash-attn "
-                        "package (pip install flash-attn); use auto or sdpa.")
+    causal_lm = model.get_base_model()
+    plan = plan_speedups(training, device, max_length, model_facts(causal_lm), usable_packages(device))
+    cpu = _cpu_kernels(model) if plan.cpu_kernels else ()
+    cuda = ()
+    if plan.liger_kernels:
+        from .liger import use_liger_kernels
+
+        cuda = use_liger_kernels(causal_lm, fused_head=plan.lean_head, insist=training.cuda_kernels is True)
+    return Speedups(plan.packing, plan.attn_implementation, plan.lean_head, cpu, cuda, plan.tokens_per_pass)
+
+
+def lean_head_kernel(speedups: Speedups):
+    """The cross-entropy kernel of the lean head (loss.LeanLoss's `kernel`): Liger's where it was switched
+    on, else None (loss.chunked_head)."""
+    from .liger import FUSED_HEAD, fused_linear_cross_entropy_sum  # liger_kernel is imported on use only
+
+    return fused_linear_cross_entropy_sum if FUSED_HEAD in speedups.cuda_kernels else None
 
 
 def _cpu_kernels(model) -> tuple[str, ...]:
