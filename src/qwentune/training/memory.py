@@ -4,8 +4,10 @@ The estimate adds up what a LoRA step holds at its peak: the frozen weights, the
 with its gradients and AdamW state, the activations saved for backward, and the loss
 head (qwentune's lean head computes logits a chunk at a time and keeps one hidden-size
 gradient per token; the naive full logits would often be the largest single item for
-Qwen's 151,936-token vocabulary). It assumes the worst batch, every row max_length long. It is a planning figure, printed beside the measured
-peak after training, not a promise.
+Qwen's 151,936-token vocabulary). It assumes the worst batch, every row max_length long. It is a planning
+figure, printed beside the measured peak after training, not a promise: on a GPU the memory probe
+(memory_probe.py) then measures one real step at the data's longest batch and steps the settings down
+from what it measured.
 
 Presets name the seed's cards; `auto` reads the memory of the device at hand. Either way
 the same chooser starts from the seed's batch size for that much memory (for Qwen2-0.5B:

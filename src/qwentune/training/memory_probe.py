@@ -51,9 +51,10 @@ bit for bit, on CPU).
 
 Where it runs (training.memory_probe): `auto` probes on CUDA with one process. Not on CPU: RAM is large, and
 a process's RSS is no clean peak (ru_maxrss is a lifetime high-water mark that cannot be reset, and malloc
-keeps freed memory). Not under several processes (torchrun / accelerate launch): the probe prepares the model
-with the Trainer's accelerator before trainer.train(), which under DDP would leave the model unwrapped, and
-every process would have to agree on the decision; that is not built. `false` turns it off; `true` insists.
+keeps freed memory). Not on several GPUs (torchrun / accelerate launch, or the DataParallel transformers uses when one
+process sees several GPUs): the probe prepares the model with the Trainer's accelerator before
+trainer.train(), which under DDP would leave the model unwrapped, and every process would have to agree on
+the decision; that is not built. `false` turns it off; `true` insists.
 The step and the loop are the same on any device: tests pass their own measure_peak and run them on CPU.
 
 Continuing a run: running the same command again adopts what the probe chose for that run (read from its
@@ -104,14 +105,18 @@ def next_plan(peak: float | None, usable: float | None, plan: Plan, configured: 
     return None
 
 
-def probe_wanted(switch, device: str, processes: int, measure_given: bool) -> bool:
-    """Whether this run probes (training.memory_probe: auto / true / false); UserError for true where it cannot."""
+def probe_wanted(switch, device: str, devices: int, measure_given: bool) -> bool:
+    """Whether this run probes (training.memory_probe: auto / true / false); UserError for true where it cannot.
+
+    devices: how many devices one step runs on: the processes, or the GPUs that transformers' Trainer spreads
+    one process over with torch's DataParallel when it sees several.
+    """
     if switch is False:
         return False
-    possible = (device == "cuda" or measure_given) and processes == 1
+    possible = (device == "cuda" or measure_given) and devices == 1
     if switch is True and not possible:
-        raise UserError(f"training.memory_probe is true, but this run is on {device} with {processes} process(es); "
-                        f"the probe reads CUDA's peak-memory counters in a single process: set it to auto.")
+        raise UserError(f"training.memory_probe is true, but this run is on {devices} {device} device(s); the probe "
+                        f"reads CUDA's peak-memory counters for one GPU in one process: set it to auto.")
     return possible
 
 

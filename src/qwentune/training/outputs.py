@@ -2,8 +2,9 @@
 
 A run's directory holds the final adapter (standard PEFT files), the tokenizer, a generation config
 that stops at the end-of-turn token, the resolved config, the stats of the tokenized data it trained
-on, a summary and a loss curve, and checkpoint-N/ directories; a marker file says a checkpoint was
-completely written. Paths saved in these files are relative to the run directory.
+on, what the memory probe measured and chose (memory_probe.py), a summary and a loss curve, and
+checkpoint-N/ directories; a marker file says a checkpoint was completely written. Paths saved in these
+files are relative to the run directory.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""LoRA / QLoRA training, top to bottom: data -> model -> speed-ups -> Trainer -> final adapter and summary.
+"""LoRA / QLoRA training, top to bottom: data -> model -> speed-ups -> Trainer -> memory probe (on a GPU:
+one measured step at the data's longest batch, memory_probe.py) -> training -> final adapter and summary.
 
 The loop itself is transformers' Trainer (gradient accumulation, fused AdamW, cosine schedule,
 checkpoints with optimizer / scheduler / RNG / data position). What qwentune adds is around
@@ -227,7 +228,9 @@ def _train(cfg: Config, log, callbacks: tuple, measure_peak) -> TrainResult:
             return None
         return sum(estimate_for(cfg, shape, precision.device, precision.bytes_per_value, longest).values())
 
-    if probe_wanted(cfg.training.memory_probe, precision.device, process.num_processes, measure_peak is not None):
+    # A single process on a machine with several GPUs trains on all of them (transformers' DataParallel).
+    devices = max(process.num_processes, torch.cuda.device_count() if precision.device == "cuda" else 1)
+    if probe_wanted(cfg.training.memory_probe, precision.device, devices, measure_given=measure_peak is not None):
         # probe: what the memory probe measured and chose, kept in the run directory and the summary
         cfg, trainer, probe = fit_to_memory(cfg, build_trainer, train_set, measure_peak or cuda_peak, estimate_of,
                                             configured, four_bit_possible(precision.device),
