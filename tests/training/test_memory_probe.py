@@ -77,7 +77,7 @@ def test_the_worst_batch_is_the_longest_rows_of_this_split_fully_labelled():
 class RealStepMeasure:
     """A measure_peak for CPU: runs the real probe step and derives a "peak" from what it really ran.
 
-    fits(call, tokens, checkpointed) -> bool decides; oom_on: call numbers that end in torch.OutOfMemoryError
+    fits(call, tokens, checkpointed) -> bool decides; oom_on: call numbers that end in torch.cuda.OutOfMemoryError
     after the step has run (as a backward running out would). Each call records what the step did.
     """
 
@@ -109,7 +109,7 @@ class RealStepMeasure:
                 "lora_grads": any(p.grad is not None for m in modules for n, p in m.named_parameters() if "lora_" in n)}
         self.calls.append(call)
         if len(self.calls) in self.oom_on:
-            raise torch.OutOfMemoryError("CUDA out of memory (raised by the test)")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (raised by the test)")
         fits = self.fits(len(self.calls), call["tokens"], call["checkpointed"])
         return Measurement(peak=(1.0 if fits else 2.0) * GB, usable=1.5 * GB)
 

@@ -13,7 +13,7 @@ plus what one step cannot show, is above the usable memory, it steps down and pr
     3. 4-bit NF4 base weights (QLoRA; when            changes the numerics, so last; the micro-batch goes
        bitsandbytes is installed)                     back to the configured one, which 4-bit may now hold
 
-Running out of memory during a probe (torch.OutOfMemoryError) is a measurement too: that step does not fit.
+Running out of memory during a probe (torch.cuda.OutOfMemoryError) is a measurement too: that step does not fit.
 Nothing fitting, even at batch 1 with both, is a UserError. memory.choose_plan, the estimate's chooser for
 --hardware, takes 4-bit before a smaller batch; here a measurement stands behind each step, so the steps that
 keep the run's result come first. The probe only steps down: settings that fit are kept, even when a larger
@@ -127,7 +127,7 @@ def four_bit_possible(device: str) -> bool:
 
 def cuda_peak(step: Callable[[], Any]) -> Measurement:
     """The peak bytes torch allocates on the current CUDA device while step() runs (raising
-    torch.OutOfMemoryError when it runs out), and the usable bytes: what the driver reports free plus what
+    torch.cuda.OutOfMemoryError when it runs out), and the usable bytes: what the driver reports free plus what
     torch's caching allocator already holds, times USABLE_FRACTION. The peak counter is reset after, so the
     run's summary reports the training's own peak."""
     import torch
@@ -225,7 +225,7 @@ def fit_to_memory(cfg, build: Callable, train_set, measure_peak: Callable, estim
         try:
             with attention_implementation(trainer.model.get_base_model(), trainer.speedups.attn_implementation):
                 measured = traceless_step(trainer, batch, measure_peak)  # under the attention training runs
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since torch 2.5, the same class
             measured = None
         del batch
         gc.collect()
