@@ -115,6 +115,9 @@ class TrainingConfig:
     # A card preset (rtx3060, rtx4060ti, rtxa5000, rtx4080, rtx4090, cpu) or auto (this device's memory):
     # sets batch size, accumulation, checkpointing and 4-bit to fit, keeping the effective batch size.
     hardware: Literal[HARDWARE_CHOICES] | None = None
+    # auto: on CUDA with one process, one training step at the data's longest batch before the first, and
+    # smaller settings (checkpointing, batch, 4-bit) when it does not fit (training/memory_probe.py).
+    memory_probe: Switch = "auto"
     # One seed for the train/validation split, training and sampled generation.
     seed: int = 42
 

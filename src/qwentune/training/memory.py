@@ -4,8 +4,10 @@ The estimate adds up what a LoRA step holds at its peak: the frozen weights, the
 with its gradients and AdamW state, the activations saved for backward, and the loss
 head (qwentune's lean head computes logits a chunk at a time and keeps one hidden-size
 gradient per token; the naive full logits would often be the largest single item for
-Qwen's 151,936-token vocabulary). It assumes the worst batch, every row max_length long. It is a planning figure, printed beside the measured
-peak after training, not a promise.
+Qwen's 151,936-token vocabulary). It assumes the worst batch, every row max_length long. It is a planning
+figure, printed beside the measured peak after training, not a promise: on a GPU the memory probe
+(memory_probe.py) then measures one real step at the data's longest batch and steps the settings down
+from what it measured.
 
 Presets name the seed's cards; `auto` reads the memory of the device at hand. Either way
 the same chooser starts from the seed's batch size for that much memory (for Qwen2-0.5B:
@@ -16,7 +18,7 @@ batch size stays what the config says.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import UserError
 from .loss import head_blocks
@@ -71,10 +73,31 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Plan:
+    """The settings that trade speed for memory; batch_size x gradient_accumulation_steps is the effective batch."""
+
     batch_size: int
     gradient_accumulation_steps: int
     gradient_checkpointing: bool
     use_4bit: bool
+
+    @classmethod
+    def of(cls, cfg) -> "Plan":
+        t = cfg.training
+        return cls(t.per_device_train_batch_size, t.gradient_accumulation_steps, t.gradient_checkpointing,
+                   cfg.model.use_4bit)
+
+    def describe(self) -> str:
+        return (f"batch {self.batch_size} x accumulation {self.gradient_accumulation_steps}"
+                + (", gradient checkpointing" if self.gradient_checkpointing else "")
+                + (", 4-bit weights" if self.use_4bit else ""))
+
+
+def apply_plan(cfg, plan: Plan):
+    """A copy of cfg with plan's settings."""
+    training = replace(cfg.training, per_device_train_batch_size=plan.batch_size,
+                       gradient_accumulation_steps=plan.gradient_accumulation_steps,
+                       gradient_checkpointing=plan.gradient_checkpointing)
+    return replace(cfg, training=training, model=replace(cfg.model, use_4bit=plan.use_4bit))
 
 
 def estimate_bytes(shape: ModelShape, batch: int, seq_len: int, lora_r: int, bytes_per_value: int,
@@ -143,8 +166,6 @@ def device_memory_gb(device: str) -> float:
 
 def plan_for(cfg, shape: ModelShape, device: str, bytes_per_value: int, seq_len: int, log=print):
     """Apply training.hardware to a copy of cfg; UserError when nothing fits."""
-    import dataclasses
-
     preset = cfg.training.hardware
     if preset is None:
         return cfg
@@ -159,25 +180,27 @@ def plan_for(cfg, shape: ModelShape, device: str, bytes_per_value: int, seq_len:
         raise UserError(f"training.hardware {preset}: {cfg.model.model_name_or_path} does not fit in {memory:.0f} GB "
                         f"even at batch 1 with 4-bit weights and checkpointing at {seq_len} tokens; "
                         f"lower max_length or use a smaller model.")
-    log(f"hardware {preset} ({memory:.0f} GB): batch {plan.batch_size} x accumulation "
-        f"{plan.gradient_accumulation_steps}" + (", gradient checkpointing" if plan.gradient_checkpointing else "")
-        + (", 4-bit weights" if plan.use_4bit else ""))
-    training = dataclasses.replace(cfg.training, per_device_train_batch_size=plan.batch_size,
-                                   gradient_accumulation_steps=plan.gradient_accumulation_steps,
-                                   gradient_checkpointing=plan.gradient_checkpointing or cfg.training.gradient_checkpointing)
-    model = dataclasses.replace(cfg.model, use_4bit=plan.use_4bit or cfg.model.use_4bit)
-    return dataclasses.replace(cfg, training=training, model=model)
+    log(f"hardware {preset} ({memory:.0f} GB): {plan.describe()}")
+    return apply_plan(cfg, Plan(plan.batch_size, plan.gradient_accumulation_steps,
+                                plan.gradient_checkpointing or cfg.training.gradient_checkpointing,
+                                plan.use_4bit or cfg.model.use_4bit))
+
+
+def estimate_for(cfg, shape: ModelShape, device: str, bytes_per_value: int, seq_len: int) -> dict[str, float]:
+    """estimate_bytes for cfg's settings on `device`, by part, in bytes (on CPU with the Python process)."""
+    parts = estimate_bytes(shape, cfg.training.per_device_train_batch_size, seq_len, cfg.lora.lora_r,
+                           bytes_per_value, cfg.training.gradient_checkpointing, cfg.model.use_4bit,
+                           pass_tokens(cfg.training, device, seq_len))
+    if device == "cpu":
+        parts["python_and_libraries"] = CPU_RUNTIME_GB * GB
+    return parts
 
 
 def check_fits(cfg, shape: ModelShape | None, device: str, bytes_per_value: int, seq_len: int, log=print) -> float | None:
     """Print the estimate; refuse when it clearly exceeds the device. Returns the estimate in bytes."""
     if shape is None:
         return None
-    parts = estimate_bytes(shape, cfg.training.per_device_train_batch_size, seq_len, cfg.lora.lora_r,
-                           bytes_per_value, cfg.training.gradient_checkpointing, cfg.model.use_4bit,
-                           pass_tokens(cfg.training, device, seq_len))
-    if device == "cpu":
-        parts["python_and_libraries"] = CPU_RUNTIME_GB * GB
+    parts = estimate_for(cfg, shape, device, bytes_per_value, seq_len)
     total = sum(parts.values())
     memory = device_memory_gb(device)
     log(f"memory estimate: {total / GB:.2f} GB of {memory:.1f} GB on {device} ({describe(parts)})")

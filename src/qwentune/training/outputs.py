@@ -2,8 +2,9 @@
 
 A run's directory holds the final adapter (standard PEFT files), the tokenizer, a generation config
 that stops at the end-of-turn token, the resolved config, the stats of the tokenized data it trained
-on, a summary and a loss curve, and checkpoint-N/ directories; a marker file says a checkpoint was
-completely written. Paths saved in these files are relative to the run directory.
+on, what the memory probe measured and chose (memory_probe.py), a summary and a loss curve, and
+checkpoint-N/ directories; a marker file says a checkpoint was completely written. Paths saved in these
+files are relative to the run directory.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ IDENTITY_KEYS = {"model": ["model_name_or_path", "use_4bit"], "data": ["dataset_
 RESUME_MAY_CHANGE = {
     "tokenizer_name", "trust_remote_code", "dataset_name", "dataset_registry", "num_proc", "cache_dir",
     "processed_dir", "output_dir", "logging_dir", "per_device_eval_batch_size", "logging_steps", "save_steps",
-    "save_total_limit", "resume_from_checkpoint", "hardware",
+    "save_total_limit", "resume_from_checkpoint", "hardware", "memory_probe",
     *(key for key, section in KEY_TO_SECTION.items() if section in ("eval", "generation")),
 }
 # The settings of the tokenized data (data_stats.json) that no config key shows, as a message names them.
@@ -70,6 +71,11 @@ def _resume_checkpoint(cfg: Config, log=print, remove_incomplete: bool = False) 
     if not (path / COMPLETE_MARKER).is_file() and not (path / "trainer_state.json").is_file():
         raise UserError(f"training.resume_from_checkpoint: {value} is not a complete checkpoint directory.")
     return path
+
+
+def checkpoint_to_resume(cfg: Config) -> Path | None:
+    """The checkpoint this run would resume from; only looks (resolve_resume removes half-written ones)."""
+    return _resume_checkpoint(cfg)
 
 
 def resume_differences(previous: Config, cfg: Config, old_data: dict | None,

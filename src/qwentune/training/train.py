@@ -1,4 +1,5 @@
-"""LoRA / QLoRA training, top to bottom: data -> model -> speed-ups -> Trainer -> final adapter and summary.
+"""LoRA / QLoRA training, top to bottom: data -> model -> speed-ups -> Trainer -> memory probe (on a GPU:
+one measured step at the data's longest batch, memory_probe.py) -> training -> final adapter and summary.
 
 The loop itself is transformers' Trainer (gradient accumulation, fused AdamW, cosine schedule,
 checkpoints with optimizer / scheduler / RNG / data position). What qwentune adds is around
@@ -28,6 +29,7 @@ from .outputs import (
     RUN_DATA_STATS,
     RUN_SUMMARY,
     check_output_dir,
+    checkpoint_to_resume,
     loss_summary,
     plot_loss,
     resolve_resume,
@@ -115,8 +117,11 @@ def _max_token_id(dataset) -> int | None:
     return None if ids is None else pc.max(pc.list_flatten(ids)).as_py()
 
 
-def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
+def train(cfg: Config, log=print, callbacks: tuple = (), measure_peak=None) -> TrainResult:
     """Train a LoRA adapter as `cfg` says; `callbacks` are extra transformers TrainerCallbacks.
+
+    measure_peak: how the memory probe measures a step (memory_probe.py; default: CUDA's counters, on CUDA
+    only); one passed here runs the probe on any device, as the tests do on CPU.
 
     The run holds its output directory from the start to the end (fsutil.hold_output): a second run into the
     same directory meanwhile stops at once with UserError, having written nothing.
@@ -127,10 +132,10 @@ def train(cfg: Config, log=print, callbacks: tuple = ()) -> TrainResult:
     # (the rank variables are accelerate's own; the process group is not joined yet).
     rank = get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
     with hold_output(cfg.training.output_dir) if rank == 0 else contextlib.nullcontext():
-        return _train(cfg, log, callbacks)
+        return _train(cfg, log, callbacks, measure_peak)
 
 
-def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
+def _train(cfg: Config, log, callbacks: tuple, measure_peak) -> TrainResult:
     from accelerate import PartialState
     from transformers import AutoConfig, PrinterCallback, set_seed
     from transformers.integrations import TensorBoardCallback
@@ -141,7 +146,15 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
     from ..models.precision import choose_precision
     from ..models.source import resolve_model_source
     from ..models.tokenizer import align_special_tokens, check_tokenizer_fits, load_tokenizer
-    from .memory import GB, ModelShape, check_fits, plan_for
+    from .memory import GB, ModelShape, Plan, check_fits, estimate_for, plan_for
+    from .memory_probe import (
+        RUN_MEMORY_PROBE,
+        adopt_recorded_plan,
+        cuda_peak,
+        fit_to_memory,
+        four_bit_possible,
+        probe_wanted,
+    )
     from .speedups import attention_implementation, choose_speedups
     from .trainer import QwentuneTrainer, make_collator
 
@@ -172,6 +185,8 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
     longest = min(cfg.data.max_length, data_stats["tokens"]["length"]["max"])
     cfg = plan_for(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
     out = Path(cfg.training.output_dir)
+    configured, checkpoint = Plan.of(cfg), checkpoint_to_resume(cfg)
+    cfg = adopt_recorded_plan(cfg, checkpoint.parent if checkpoint else out, log)  # what the memory probe chose
     check_output_dir(cfg, data_stats, log)  # also: a resume with values its checkpoint was not trained with
     if len(train_set) < cfg.training.per_device_train_batch_size:
         raise UserError(
@@ -180,13 +195,50 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
         )
     estimate = check_fits(cfg, shape, precision.device, precision.bytes_per_value, longest, log)
 
-    set_seed(cfg.training.seed)  # the adapter's random init, too, must repeat for a given seed
-    base = load_model(source, precision, quantization=quantization_config(cfg.model.use_4bit, precision),
-                      trust_remote_code=cfg.model.trust_remote_code)
-    base.config.use_cache = False  # no KV cache while training (and padding-free packing needs it off)
-    align_special_tokens(base, tokenizer)
-    model = apply_lora(base, cfg)
-    speedups = choose_speedups(cfg.training, precision.device, model, cfg.data.max_length)
+    stop = GracefulStop()
+
+    def build_trainer(cfg: Config, reused=None):
+        """The Trainer for cfg, around reused = (LoRA model, its speed-ups), or a model loaded now."""
+        if reused is None:
+            set_seed(cfg.training.seed)  # the adapter's random init, too, must repeat for a given seed
+            base = load_model(source, precision, quantization=quantization_config(cfg.model.use_4bit, precision),
+                              trust_remote_code=cfg.model.trust_remote_code)
+            base.config.use_cache = False  # no KV cache while training (and padding-free packing needs it off)
+            align_special_tokens(base, tokenizer)
+            model = apply_lora(base, cfg)
+            reused = model, choose_speedups(cfg.training, precision.device, model, cfg.data.max_length)
+        model, speedups = reused
+        trainer = QwentuneTrainer(
+            model=model,
+            args=training_arguments(cfg, precision, speedups.packing, eval_set is not None),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=make_collator(speedups.packing, tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            speedups=speedups,
+            # TensorBoard is added once the probe has settled the run (nothing is written before).
+            callbacks=[ThroughputAndPerplexity(), LiveProgress(), MarkCheckpointComplete(), CurrentRunSettings(), stop,
+                       *callbacks],
+        )
+        trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
+        return trainer
+
+    def estimate_of(cfg: Config) -> float | None:
+        if shape is None:
+            return None
+        return sum(estimate_for(cfg, shape, precision.device, precision.bytes_per_value, longest).values())
+
+    # A single process on a machine with several GPUs trains on all of them (transformers' DataParallel).
+    devices = max(process.num_processes, torch.cuda.device_count() if precision.device == "cuda" else 1)
+    if probe_wanted(cfg.training.memory_probe, precision.device, devices, measure_given=measure_peak is not None):
+        # probe: what the memory probe measured and chose, kept in the run directory and the summary
+        cfg, trainer, probe = fit_to_memory(cfg, build_trainer, train_set, measure_peak or cuda_peak, estimate_of,
+                                            configured, four_bit_possible(precision.device),
+                                            resuming=checkpoint is not None, log=log)
+        estimate = estimate_of(cfg)
+    else:
+        trainer, probe = build_trainer(cfg), None
+    model, speedups = trainer.model, trainer.speedups
     trainable, total = count_parameters(model)
     log(f"model {cfg.model.model_name_or_path}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable "
         f"(LoRA r={cfg.lora.lora_r}), {precision.name} on {precision.device}"
@@ -204,20 +256,10 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / RUN_CONFIG)
         write_json(out / RUN_DATA_STATS, data_stats)
+        if probe is not None:
+            write_json(out / RUN_MEMORY_PROBE, probe)
         writer = SummaryWriter(log_dir=cfg.training.logging_dir)
-    stop = GracefulStop()
-    trainer = QwentuneTrainer(
-        model=model,
-        args=training_arguments(cfg, precision, speedups.packing, eval_set is not None),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=make_collator(speedups.packing, tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        speedups=speedups,
-        callbacks=[ThroughputAndPerplexity(), *([TensorBoardCallback(writer)] if writer else []), LiveProgress(),
-                   MarkCheckpointComplete(), CurrentRunSettings(), stop, *callbacks],
-    )
-    trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
+        trainer.add_callback(TensorBoardCallback(writer))  # after ThroughputAndPerplexity, which adds to the logs
     with main_process_first(process):  # the main process removes half-written checkpoints first
         resume = resolve_resume(cfg, log)
     started = time.perf_counter()
@@ -243,6 +285,7 @@ def _train(cfg: Config, log, callbacks: tuple) -> TrainResult:
         "tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
         "peak_memory_gb": round(peak_memory_bytes(precision.device) / GB, 2),
         "estimated_peak_memory_gb": round(estimate / GB, 2) if estimate else None,
+        "memory_probe": probe,
         **loss_summary(state.log_history),
         # By name, relative to the run directory: true from wherever the run is read (models.load.find_adapter).
         "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,

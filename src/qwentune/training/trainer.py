@@ -72,6 +72,7 @@ class QwentuneTrainer(Trainer):
 
     def __init__(self, *args, speedups: Speedups, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.speedups = speedups
         self.tokens_per_pass = speedups.tokens_per_pass
         self.model_accepts_loss_kwargs = True
         self.lean_loss = (LeanLoss(unwrap_causal_lm(self.model), lean_head_kernel(speedups)) if speedups.lean_head
