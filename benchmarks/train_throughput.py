@@ -174,13 +174,14 @@ def run_qwentune(job: dict, work: Path) -> dict:
             "precision": result.summary["precision"]}
 
 
-def matmul_peak(precision: str) -> float:
-    """FLOP/s of a large square matmul in the run's precision (the denominator of MFU)."""
+def matmul_peak(precision: str, device: str | None = None, n: int | None = None) -> float:
+    """FLOP/s of a large square matmul in the run's precision (the denominator of MFU) on `device` (default: cuda
+    when there is one, else cpu); n: its size (default 4096 on CUDA, 2048 on CPU)."""
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    n = 4096 if device == "cuda" else 2048
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    n = n or (4096 if device == "cuda" else 2048)
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
@@ -203,19 +204,27 @@ SHAPES = {
                        num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
     "Qwen2-1.5B": dict(vocab_size=151_936, hidden_size=1_536, intermediate_size=8_960, num_hidden_layers=28,
                        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+    "Qwen2-7B": dict(vocab_size=152_064, hidden_size=3_584, intermediate_size=18_944, num_hidden_layers=28,
+                     num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
 }
+
+
+def shape_config(shape: dict):
+    """A Qwen2Config of `shape` (a SHAPES entry, or any dict of the same keys) with Qwen2's published RoPE and norm."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**shape, max_position_embeddings=32_768, rope_theta=1_000_000.0, rms_norm_eps=1e-6)
 
 
 def random_model_of_shape(name: str, target: Path) -> str:
     """A Qwen2 model of SHAPES[name] with random weights, saved with the demo model's tokenizer."""
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
 
     from qwentune.models.gguf_source import EMBEDDED_MODEL, materialize
 
     torch.manual_seed(0)
-    config = Qwen2Config(**SHAPES[name], max_position_embeddings=32_768, rope_theta=1_000_000.0, rms_norm_eps=1e-6)
-    Qwen2ForCausalLM(config).save_pretrained(target)
+    Qwen2ForCausalLM(shape_config(SHAPES[name])).save_pretrained(target)
     AutoTokenizer.from_pretrained(materialize(EMBEDDED_MODEL)).save_pretrained(target)
     return str(target)
 

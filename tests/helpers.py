@@ -1,5 +1,8 @@
 """Plain helpers shared by the tests: tiny tokenizer and model builders, the small QA data, and the shipped
-training config pointed at them. Fixtures that use these are in conftest.py."""
+training config pointed at them. Fixtures that use these are in conftest.py.
+
+benchmarks/gpu_check.py imports the builders too, on a machine that may have no pytest: pytest is
+imported only where a test is skipped."""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from qwentune.config import load_config
 from qwentune.models.precision import choose_precision
@@ -52,6 +53,8 @@ def build_tiny_tokenizer(eos_token: str = "<|im_end|>", pad_token: str | None = 
 def real_sample(name: str) -> Path:
     path = SHARED_REAL / name
     if not path.exists():
+        import pytest
+
         pytest.skip(f"real data sample {name} not present (../shared is absent)")
     return path
 
