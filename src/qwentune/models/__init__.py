@@ -1,5 +1,6 @@
 """Models: where one comes from (source, hub, gguf_source), the precision it runs in, its tokenizer
-and chat template, the one loading path (load), and the LoRA / QLoRA wrap (lora).
+and chat template, the one loading path (load), and the LoRA / QLoRA wrap (lora; lora_precision keeps the
+adapter's output on 16-bit base weights).
 
 May import: config, errors, fsutil, torch, transformers, peft, huggingface_hub, gguf. Not data/,
 training/ or anything above.

@@ -19,6 +19,7 @@ from ..fsutil import numbered_checkpoints, read_json_object
 from . import import_peft, peft_checkpointing_probe_quiet
 from .gguf_source import materialize
 from .hub import is_local_reference
+from .lora_precision import add_lora_inside_base_multiply
 from .precision import Precision, choose_precision
 from .source import resolve_model_source
 from .tokenizer import check_tokenizer_fits, load_tokenizer, stop_token_ids
@@ -186,6 +187,7 @@ def load_for_inference(base: str, finetuned: str | None = None, precision: Preci
                 f"{location}: this adapter does not fit base model '{base}' ({str(exc).splitlines()[0][:200]}); "
                 f"give the base model it was trained on (see base_model_name_or_path in adapter_config.json)."
             ) from None
+        add_lora_inside_base_multiply(model)  # bf16 / fp16 weights would otherwise round much of the adapter away
     if finetuned:
         log(f"fine-tuned side: {how}: {location}")
     model.eval()

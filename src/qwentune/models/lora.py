@@ -12,6 +12,7 @@ import torch
 from ..config import Config
 from ..errors import UserError
 from . import import_peft, peft_checkpointing_probe_quiet
+from .lora_precision import add_lora_inside_base_multiply
 
 ALL_LINEAR = "all-linear"
 
@@ -66,7 +67,9 @@ def apply_lora(model, cfg: Config):
         use_rslora=lora.use_rslora, use_dora=lora.use_dora, bias="none", task_type="CAUSAL_LM",
     )
     with peft_checkpointing_probe_quiet():
-        return peft.get_peft_model(model, peft_config)
+        model = peft.get_peft_model(model, peft_config)
+    add_lora_inside_base_multiply(model)  # on 16-bit base weights: see lora_precision.py
+    return model
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -27,7 +27,8 @@ What `auto` runs where:
 On CUDA without flash-attn and liger-kernel: sdpa per example and qwentune's own lean head. Other
 devices (MPS, NPU): the CPU column without cpu_kernels.
 
-May import: torch, transformers, peft, ..loss, ...errors, ...config, and the modules of this folder.
+May import: torch, transformers, peft, ..loss, ...errors, ...config, ...models.lora_precision, and the modules of
+this folder.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` layer by layer, a
 for every layer a dropout pass, a scale and an add over the output in forward, and in backward
 a mask pass plus the adds that sum the gradients of the layers sharing an input (q/k/v read the
 attention input, gate/up the MLP input). Here such a group is one node:
-- the low-rank products are accumulated into the base outputs by the matrix multiply itself
-  (`addmm_` with alpha = scaling);
+- the base products are accumulated onto the low-rank products by the matrix multiply itself
+  (`addmm_` with beta = scaling), so a 16-bit output is rounded once, with the adapter's part in it;
 - the group's rank-r down projections are one multiply (the A matrices stacked), in both passes;
 - the dropout mask is 0/1 from 16-bit random lanes (see lora_dropout.py), its 1/keep scale folded
   into the scaling, and only the lanes are kept for backward;
@@ -16,7 +16,7 @@ parameters, so saving, loading and merging are unchanged.
 
 The layers of a group share one dropout mask, as FastDropout's do on PEFT's path. The fast path
 is taken only for plain LoRA on nn.Linear with one active adapter, unmerged, frozen base weights,
-matching dtypes and FastDropout (or no dropout); anything else (DoRA, several adapters, disabled
+the adapter in the base's dtype or in fp32, and FastDropout (or no dropout); anything else (DoRA, several adapters, disabled
 adapters, 4-bit layers, mixed-batch inference) runs PEFT's forward. Outputs and gradients equal
 PEFT's up to float rounding (tests/training/speedups/test_fused_lora.py).
 """
@@ -28,6 +28,7 @@ from types import MethodType
 
 import torch
 
+from ...models.lora_precision import lora_forward_in_accumulator
 from .lora_dropout import LANES, FastDropout, keep_mask, random_lanes
 
 # Layers of one attention / MLP block that are called on the same tensor (Llama, Qwen2, Mistral...).
@@ -44,14 +45,22 @@ class LoraGroupFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits, threshold: int, scalings: tuple[float, ...], *tensors):
         weights, biases, lora_as, lora_bs = tensors[0::4], tensors[1::4], tensors[2::4], tensors[3::4]
+        ctx.adapter_dtype = lora_as[0].dtype
+        # fp32 adapters on 16-bit base weights run in the base's dtype, as under autocast (the factors are tiny).
+        lora_as, lora_bs = [a.to(x.dtype) for a in lora_as], [b.to(x.dtype) for b in lora_bs]
         rows = x.reshape(-1, x.shape[-1])
         dropped = rows if bits is None else rows * keep_mask(bits, threshold, rows)
         stacked_a = torch.cat(lora_as) if len(lora_as) > 1 else lora_as[0]
         down = dropped @ stacked_a.T  # rows x (layers * r)
         outputs, start = [], 0
         for weight, bias, lora_a, lora_b, scaling in zip(weights, biases, lora_as, lora_bs, scalings):
-            out = torch.nn.functional.linear(rows, weight, bias)
-            out.addmm_(down[:, start:start + lora_a.shape[0]], lora_b.T, alpha=scaling)
+            # The LoRA product first, then the base product accumulated onto it in the same multiply: one
+            # rounding of base + LoRA, so a 16-bit output keeps the adapter's small contribution
+            # (models/lora_precision.py has the measurement); the bias comes last for the same reason.
+            out = down[:, start:start + lora_a.shape[0]] @ lora_b.T
+            out.addmm_(rows, weight.T, beta=scaling)
+            if bias is not None:
+                out.add_(bias)
             outputs.append(out.view(*x.shape[:-1], out.shape[-1]))
             start += lora_a.shape[0]
         ctx.save_for_backward(dropped, down, bits, stacked_a, *weights, *lora_bs)
@@ -82,8 +91,8 @@ class LoraGroupFunction(torch.autograd.Function):
         per_layer, start = [], 0
         for i, (g, rank, scaling) in enumerate(zip(gs, ctx.ranks, ctx.scalings)):
             need_bias, need_a, need_b = needs[5 + 4 * i], needs[6 + 4 * i], needs[7 + 4 * i]
-            grad_b = g.T @ (down[:, start:start + rank] * scaling) if need_b else None
-            grad_a = grad_stacked_a[start:start + rank] if need_a else None
+            grad_b = (g.T @ (down[:, start:start + rank] * scaling)).to(ctx.adapter_dtype) if need_b else None
+            grad_a = grad_stacked_a[start:start + rank].to(ctx.adapter_dtype) if need_a else None
             per_layer += [None, g.sum(0) if need_bias else None, grad_a, grad_b]
             start += rank
         return (grad_x, None, None, None, *per_layer)
@@ -99,7 +108,8 @@ def _fast_path_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
     base, a, b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
     if type(base) is not torch.nn.Linear or base.weight.requires_grad or b.bias is not None or a.bias is not None:
         return None
-    if not (x.dtype == base.weight.dtype == a.weight.dtype == b.weight.dtype):
+    # The adapter in the base's dtype, or in fp32 on 16-bit base weights (PEFT keeps adapters in fp32).
+    if x.dtype != base.weight.dtype or a.weight.dtype != b.weight.dtype or a.weight.dtype not in (x.dtype, torch.float32):
         return None
     if _keep_lanes(layer.lora_dropout[name]) is None:
         return None
@@ -144,7 +154,7 @@ class _Group:
 
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     out = self._qwentune_group.forward(self, x, args, kwargs)
-    return type(self).forward(self, x, *args, **kwargs) if out is None else out
+    return lora_forward_in_accumulator(self, x, *args, **kwargs) if out is None else out
 
 
 def use_fused_lora(model) -> int:
