@@ -11,7 +11,8 @@ qwentune: `qwentune.train.train` with the same model, rows, LoRA settings and hy
           (its defaults: packed rows, the lean loss head, the CPU LoRA dropout).
 Both tokenize the same rows with qwentune's pipeline (so the token ids and labels are identical),
 each runs in its own process (peak memory is its own: RSS on CPU, max allocated on CUDA), and
-after training both compute the loss on held-out rows with one shared function.
+after training both compute the loss on held-out rows with one shared function, in fp32 (a 16-bit
+run: also in its own precision, the `16-bit` column).
 
 Real tokens are non-padding tokens (prompt and reply). MFU counts 4 N + 6 N_trainable FLOPs per
 real token (N = frozen parameters; no credit for recomputation or skipped work) against the peak
@@ -52,6 +53,20 @@ def flops_per_token(model) -> tuple[int, int, int]:
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return 4 * frozen + 6 * trainable, frozen, trainable
+
+
+def held_out_losses(model, examples) -> dict:
+    """{"eval_loss": held-out loss in fp32, "eval_loss_16bit": in the model's 16-bit dtype, or None}.
+
+    The fp32 figure measures the adapter, whatever precision trained it, and is the one compared
+    across tools (llamafactory_job.py evaluates its adapter on an fp32 base); the 16-bit one is what
+    answering on the same hardware gives (a bf16 forward loses some of any adapter's effect:
+    src/qwentune/models/lora_precision.py). Upcasts `model` in place.
+    """
+    import torch
+
+    sixteen = held_out_loss(model, examples) if next(model.parameters()).dtype != torch.float32 else None
+    return {"eval_loss": held_out_loss(model.float(), examples), "eval_loss_16bit": sixteen}
 
 
 def held_out_loss(model, examples) -> float:
@@ -146,7 +161,7 @@ def run_naive(job: dict, work: Path) -> dict:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     flops, frozen, trainable = flops_per_token(model)
     return {"seconds": seconds, "real_tokens": int(t.num_train_epochs * sum(len(e["input_ids"]) for e in train_examples)),
-            "final_train_loss": sum(losses[-4:]) / len(losses[-4:]), "eval_loss": held_out_loss(model, eval_examples),
+            "final_train_loss": sum(losses[-4:]) / len(losses[-4:]), **held_out_losses(model, eval_examples),
             "peak_bytes": peak_bytes(), "flops_per_token": flops, "frozen": frozen, "trainable": trainable,
             "precision": precision.name}
 
@@ -169,7 +184,7 @@ def run_qwentune(job: dict, work: Path) -> dict:
     losses = KeepLosses.losses
     flops, frozen, trainable = flops_per_token(result.model)
     return {"seconds": result.summary["seconds"], "real_tokens": result.summary["tokens_seen"],
-            "final_train_loss": sum(losses[-4:]) / len(losses[-4:]), "eval_loss": held_out_loss(result.model, eval_examples),
+            "final_train_loss": sum(losses[-4:]) / len(losses[-4:]), **held_out_losses(result.model, eval_examples),
             "peak_bytes": peak_bytes(), "flops_per_token": flops, "frozen": frozen, "trainable": trainable,
             "precision": result.summary["precision"]}
 
@@ -274,6 +289,10 @@ def run_child(mode: str, job_file: Path) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def _or_dash(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
@@ -313,12 +332,12 @@ def main() -> None:
     print(f"\n{args.model}, {data_name}: {args.rows} rows (+{args.eval_rows} held out), cutoff {args.max_length}, "
           f"batch {args.batch} x {args.accumulation}, {args.epochs:g} epoch(s); {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'mode':10} {'seconds':>8} {'real tok/s':>10} {'peak GB':>8} {'train loss':>10} {'eval loss':>9} {'MFU':>6}")
+    print(f"{'mode':10} {'seconds':>8} {'real tok/s':>10} {'peak GB':>8} {'train loss':>10} {'eval loss':>9} {'16-bit':>7} {'MFU':>6}")
     for mode, r in results.items():
         r["real_tokens_per_second"] = r["real_tokens"] / r["seconds"]
         r["mfu"] = r["flops_per_token"] * r["real_tokens_per_second"] / r["matmul_peak_flops"]
         print(f"{mode:10} {r['seconds']:8.1f} {r['real_tokens_per_second']:10.1f} {r['peak_bytes'] / 1e9:8.2f} "
-              f"{r['final_train_loss']:10.4f} {r['eval_loss']:9.4f} {r['mfu']:6.1%}")
+              f"{r['final_train_loss']:10.4f} {r['eval_loss']:9.4f} {_or_dash(r.get('eval_loss_16bit')):>7} {r['mfu']:6.1%}")
     ratio = memory = None
     if len(results) == 2:
         ratio = results["qwentune"]["real_tokens_per_second"] / results["naive"]["real_tokens_per_second"]
