@@ -71,10 +71,14 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=512)
     args = parser.parse_args()
+    for option, value in (("--rows", args.rows), ("--eval-rows", args.eval_rows), ("--max-length", args.max_length)):
+        if value < 1:
+            parser.error(f"{option} must be at least 1 (got {value})")  # exit 2, before minutes of training
 
     import os
 
     os.environ["QWENTUNE_CPU_BF16"] = "0" if args.fp32 else "1"
+    from qwentune.errors import UserError
     from qwentune.models.precision import _cpu_flags_have_bf16
     from qwentune.training.train import train
 
@@ -92,7 +96,10 @@ def main() -> None:
         mode = bf16_products_summed_in_fp32() if emulate else None
         if mode is not None:
             mode.__enter__()
-        result = train(cfg, log=lambda *a: None)
+        try:
+            result = train(cfg, log=lambda *a: None)
+        except UserError as exc:
+            sys.exit(f"bf16_quality: {exc}")
         examples, _ = job_of.tokenized(cfg, eval_file)
         losses = job_of.held_out_losses(result.model, examples)  # the bf16 figure before the in-place upcast
         if mode is not None:

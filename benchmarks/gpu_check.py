@@ -67,6 +67,7 @@ from qwentune.data.convert import conversation
 from qwentune.data.tokenize import tokenize_batch
 from qwentune.errors import UserError
 from qwentune.export.merge import merge_adapter
+from qwentune.fsutil import check_output_file
 from qwentune.inference.generate import generate_batch, prompt_text
 from qwentune.models.load import load_for_inference, load_model, quantization_config
 from qwentune.models.lora import apply_lora
@@ -383,7 +384,14 @@ def main() -> int:
     parser.add_argument("--output", default="results/benchmarks/gpu_check.json", help="the table as JSON")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA GPU here; on a CPU run the smoke test: --device cpu --tiny")
+        print("gpu_check: no CUDA GPU here; on a CPU run the smoke test: --device cpu --tiny", file=sys.stderr)
+        return 2
+    out = REPO / args.output  # relative to the repository, as the other benchmarks' --output
+    try:
+        check_output_file(out)  # before minutes of checks, not after
+    except UserError as exc:
+        print(f"gpu_check: {exc}", file=sys.stderr)
+        return 2
     transformers.utils.logging.disable_progress_bar()
     if args.tiny:  # toy tensors gain nothing from threads, and on a shared CPU their synchronization costs 2x
         torch.set_num_threads(1)
@@ -401,7 +409,6 @@ def main() -> int:
           "| check | result | detail | precision |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row.check} | {row.result} | {row.detail} | {row.precision} |")
-    out = REPO / args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": where, "device": args.device, "tiny": args.tiny, "seconds": round(seconds, 1),
                                "date": time.strftime("%Y-%m-%d"), "rows": [asdict(r) for r in rows]},
