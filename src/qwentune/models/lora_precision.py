@@ -31,8 +31,9 @@ SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 
 
 def active_plain_adapter(layer, args=(), kwargs=None) -> str | None:
-    """The one active plain-LoRA adapter of PEFT LoRA `layer` when it can run as base multiply + LoRA
-    with frozen, bias-free LoRA factors on a plain nn.Linear, else None."""
+    """The one active plain-LoRA adapter of PEFT LoRA `layer` when it can run as base multiply + LoRA branch:
+    one active, unmerged adapter, no DoRA or other variant, bias-free LoRA factors, a plain nn.Linear base,
+    and no extra forward arguments (`args`, `kwargs`: PEFT's adapter_names and the like); else None."""
     if args or kwargs or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
         return None
     name = layer.active_adapters[0]
@@ -48,9 +49,10 @@ def lora_forward_in_accumulator(layer, x: torch.Tensor, *args, **kwargs) -> torc
     """PEFT LoRA Linear `layer` on x (..., in_features): round(x W^T + delta) + bias, delta = the LoRA
     branch, when the base weight is bf16 / fp16 and the layer is plain LoRA; otherwise PEFT's own
     forward. Returns (..., out_features) in the base weight's dtype (the autocast dtype under autocast)."""
-    name = active_plain_adapter(layer, args, kwargs)
     base = layer.base_layer
-    if name is None or base.weight.dtype not in SIXTEEN_BIT:
+    # The dtype first: with fp32 weights (CPU training and answering) this is the one check per call.
+    name = active_plain_adapter(layer, args, kwargs) if base.weight.dtype in SIXTEEN_BIT else None
+    if name is None:
         return type(layer).forward(layer, x, *args, **kwargs)
     lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
     # PEFT's own expression for the branch (its input cast, its dropout), in the adapter's dtype.

@@ -28,7 +28,7 @@ from types import MethodType
 
 import torch
 
-from ...models.lora_precision import lora_forward_in_accumulator
+from ...models.lora_precision import active_plain_adapter, lora_forward_in_accumulator
 from .lora_dropout import LANES, FastDropout, keep_mask, random_lanes
 
 # Layers of one attention / MLP block that are called on the same tensor (Llama, Qwen2, Mistral...).
@@ -100,16 +100,12 @@ class LoraGroupFunction(torch.autograd.Function):
 
 def _fast_path_adapter(layer, x: torch.Tensor, args, kwargs) -> str | None:
     """The active adapter when `layer` can take the fused path for this call, else None."""
-    if args or kwargs or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+    name = active_plain_adapter(layer, args, kwargs)
+    if name is None or layer.base_layer.weight.requires_grad:
         return None
-    name = layer.active_adapters[0]
-    if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
-        return None
-    base, a, b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
-    if type(base) is not torch.nn.Linear or base.weight.requires_grad or b.bias is not None or a.bias is not None:
-        return None
+    weight, a, b = layer.base_layer.weight, layer.lora_A[name].weight, layer.lora_B[name].weight
     # The adapter in the base's dtype, or in fp32 on 16-bit base weights (PEFT keeps adapters in fp32).
-    if x.dtype != base.weight.dtype or a.weight.dtype != b.weight.dtype or a.weight.dtype not in (x.dtype, torch.float32):
+    if x.dtype != weight.dtype or a.dtype != b.dtype or a.dtype not in (x.dtype, torch.float32):
         return None
     if _keep_lanes(layer.lora_dropout[name]) is None:
         return None

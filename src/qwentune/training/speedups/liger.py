@@ -1,7 +1,8 @@
 """Liger's Triton kernels on CUDA (liger-kernel, github.com/linkedin/Liger-Kernel): RMSNorm, SwiGLU, RoPE,
 and its fused linear cross-entropy as the lean loss head's kernel.
 
-Only importable where liger-kernel and Triton are (cuda_packages.usable_packages says so first).
+liger_kernel itself is imported inside the functions, which run only where cuda_packages.usable_packages
+found it (CUDA, Triton).
 
 The norms, MLP and RoPE are patched the way transformers' Trainer does for `use_liger_kernel`
 (transformers/integrations/liger.py): `_apply_liger_kernel_to_instance` on the causal LM inside the
@@ -12,7 +13,7 @@ architecture module's `apply_rotary_pos_emb`, for every model of that architectu
 
 The loss: Liger can also replace the model's whole forward with one that ends in its fused linear
 cross-entropy (`fused_linear_cross_entropy=True`). Here it is used inside qwentune's lean head instead
-(loss.LeanLoss with `head=fused_linear_cross_entropy_sum`), which has fewer moving parts: the model's
+(loss.LeanLoss with `kernel=fused_linear_cross_entropy_sum`), which has fewer moving parts: the model's
 forward stays transformers' own (Liger's copies of each architecture's forward follow transformers'
 releases), the lean head already picks the labelled positions of packed rows (shift_labels) so Liger's
 kernel sees reply tokens only, and the normalisation by the accumulated batch's token count and the
