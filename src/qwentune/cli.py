@@ -236,6 +236,66 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     print("results: " + ", ".join(str(p) for p in pages))
 
 
+EXPORT_KEYS = ["model_name_or_path", "trust_remote_code", "adapter_path", "system_prompt"]
+
+
+def _verification_inputs(args: argparse.Namespace, extra: list[str], command: str):
+    """The model loaded in fp32 (GGUF files and the merge are computed from fp32 weights), the conversations
+    to verify with, and the system prompt (--system_prompt, else the one the run trained with)."""
+    from .apps.demo import DEMO_QUESTIONS
+    from .export.verify import run_system_prompt
+    from .inference.prompts import read_questions
+    from .models.load import load_for_inference
+    from .models.precision import choose_precision
+
+    if args.max_new_tokens < 1:
+        raise UserError(f"{command}: --max_new_tokens is {args.max_new_tokens}; it must be at least 1.")
+    cfg = _config_with_options(args.config, extra, EXPORT_KEYS, command)
+    questions = read_questions(args.prompts_file or DEMO_QUESTIONS, "prompts")
+    loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
+                                choose_precision(bf16=False, fp16=False), cfg.model.trust_remote_code,
+                                log=lambda message: print(message, file=sys.stderr))
+    system = cfg.data.system_prompt or run_system_prompt(loaded)
+    return loaded, [q.messages(system) for q in questions], system
+
+
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int | None:
+    from .export.export import check_export_dir, check_gguf_types, export
+    from .export.verify import format_table
+
+    types = check_gguf_types(args.gguf_type)
+    check_export_dir(args.output_dir)
+    with hold_output(args.output_dir, "--output_dir"):
+        loaded, conversations, system = _verification_inputs(args, extra, "export")
+        result = export(loaded, args.output_dir, types, conversations, lora_only=args.lora_only,
+                        verify=args.verify == "true", max_new_tokens=args.max_new_tokens, system_prompt=system,
+                        log=lambda message: print(message, file=sys.stderr))
+    for name, info in result.files.items():
+        print(f"{result.output_dir / name}: {info['bytes'] / 1e6:.1f} MB ({info['type']}, {info['seconds']} s)")
+    print(f"{result.output_dir / 'Modelfile'}: ollama create my-model -f {result.output_dir / 'Modelfile'}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.reference is not None:
+        print(format_table(result.reference, result.agreements))
+    return None if result.verified else 1
+
+
+def cmd_verify(args: argparse.Namespace, extra: list[str]) -> int | None:
+    from .export.verify import format_table, verify
+
+    for path in args.gguf or []:
+        if not os.path.isfile(path):
+            raise UserError(f"--gguf {path}: no such file; give a .gguf file written by qwentune export.")
+    loaded, conversations, _ = _verification_inputs(args, extra, "verify")
+    reference, agreements, notes = verify(loaded, conversations, args.gguf or [], args.max_new_tokens,
+                                          serve=args.server == "true",
+                                          log=lambda message: print(message, file=sys.stderr))
+    for note in notes:
+        print(f"note: {note}")
+    print(format_table(reference, agreements))
+    return 1 if any(a.failed for a in agreements) else None
+
+
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int | None:
     from .apps.demo import DEMO_CONFIG, run_demo
 
@@ -321,6 +381,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a YAML config whose generation section is used")
     p.set_defaults(func=cmd_compare)
 
+    verify_help = ("the prompts the sides answer: .txt, .json or .jsonl (as infer --prompts_file); default: the "
+                   "demo's 20 questions")
+    p = commands.add_parser(
+        "export", help="the fine-tuned model as GGUF files (llama.cpp, Ollama) + an Ollama Modelfile, then verify",
+        description="Options: --config FILE, --output_dir DIR, and any of " + ", ".join("--" + k for k in EXPORT_KEYS)
+        + ". Types written: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (gguf-py has no K-quant quantizer: "
+        "for q4_k_m, run llama.cpp's llama-quantize on the f16 file).",
+    )
+    p.add_argument("--config", help="a YAML config whose model section and adapter_path are used")
+    p.add_argument("--output_dir", default="results/export", help="where the .gguf files and the Modelfile go")
+    p.add_argument("--gguf_type", nargs="+", default=["q8_0"], metavar="TYPE",
+                   help="one or more weight types, e.g. --gguf_type f16 q8_0 (default q8_0)")
+    p.add_argument("--lora_only", action="store_true",
+                   help="the base as GGUF plus the adapter alone as a GGUF LoRA (llama.cpp --lora, Ollama ADAPTER)")
+    p.add_argument("--verify", choices=["true", "false"], default="true",
+                   help="compare greedy replies: adapter, merged model, each GGUF in llama.cpp (default true)")
+    p.add_argument("--prompts_file", help=verify_help)
+    p.add_argument("--max_new_tokens", type=int, default=64, help="tokens per verification reply (default 64)")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser(
+        "verify", help="do the adapter, the merged model, GGUF files (llama.cpp) and the server answer alike?",
+        description="Options: --config FILE, and any of " + ", ".join("--" + k for k in EXPORT_KEYS)
+        + ". Exit code 1 when a side that must agree does not.",
+    )
+    p.add_argument("--config", help="a YAML config whose model section and adapter_path are used")
+    p.add_argument("--gguf", nargs="+", metavar="FILE", help="GGUF model files to run in llama.cpp")
+    p.add_argument("--server", choices=["true", "false"], default="true",
+                   help="also ask qwentune serve's OpenAI API, started on 127.0.0.1 for the check (default true)")
+    p.add_argument("--prompts_file", help=verify_help)
+    p.add_argument("--max_new_tokens", type=int, default=64, help="tokens per reply (default 64)")
+    p.set_defaults(func=cmd_verify)
+
     rating = commands.add_parser("rating", help="blind human rating of answers").add_subparsers(
         dest="rating_command", required=True)
     p = rating.add_parser("export", help="a shuffled sheet of answers with the model names hidden")
@@ -340,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare, cmd_demo):
+    if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare, cmd_demo,
+                                  cmd_export, cmd_verify):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.func(args, extra)

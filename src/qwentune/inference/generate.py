@@ -24,6 +24,7 @@ class Answer:
     new_tokens: int
     seconds: float
     stopped: bool  # ended at an end-of-turn / eos token, not at max_new_tokens
+    tokens: tuple[int, ...] = ()  # the reply's token ids, the stop token excluded
 
 
 def _generation_kwargs(loaded: LoadedModel, settings: GenerationConfig) -> dict:
@@ -73,7 +74,7 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]
         end = next((i for i, token in enumerate(row) if token in stops), None)
         kept = row[:end] if end is not None else row
         answers.append(Answer(reply_text(tokenizer, kept, stopped=end is not None), len(kept),
-                              seconds / len(conversations), end is not None))
+                              seconds / len(conversations), end is not None, tuple(kept)))
     return answers
 
 

@@ -1,0 +1,216 @@
+"""`qwentune verify`: do the adapter on its base, the merged model, the GGUF in llama.cpp and the server answer alike?
+
+Every side answers the same prompts greedily (no sampling, no repetition penalty: llama.cpp's penalty
+counts a window of recent tokens, transformers' every token before) with replies of at most
+max_new_tokens tokens, and is compared with the reference: the adapter on its base in fp32 (or the model
+itself when there is no adapter). A pair agrees on a prompt when the replies are the same tokens (the
+same text, for the server, which answers in text). Pairs that must agree: the merged model (W + BA
+computed in fp32), the server (the same weights) and GGUF files whose weights are f32 or f16; bf16 and
+quantized GGUF files round the weights, so their agreement is a rate to read, not a pass or fail.
+
+llama.cpp runs through llama-cpp-python (an optional package that compiles llama.cpp): it tokenizes the
+prompt text with the GGUF's own vocabulary and stops where its vocabulary says a turn ends, so the check
+covers the exported tokenizer and stop tokens as well as the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import GenerationConfig
+from ..inference.generate import answer_all, prompt_text
+from ..models.load import LoadedModel
+
+# GGUF weight types exact enough that greedy replies must not change (f16 keeps 11 significant bits).
+EXACT_GGUF_TYPES = ("F32", "F16")
+LLAMA_CPP_HINT = "pip install llama-cpp-python (it compiles llama.cpp: minutes)"
+
+
+@dataclass
+class Replies:
+    """One side's greedy replies, prompt by prompt."""
+
+    name: str
+    texts: list[str]
+    tokens: list[tuple[int, ...]] | None  # None where only the text is known (the server)
+    must_agree: bool  # with the reference; `verify` exits 1 when it does not
+    note: str = ""  # e.g. the prompts llama.cpp tokenized differently from transformers
+
+
+@dataclass
+class Agreement:
+    name: str
+    agreed: int
+    total: int
+    must_agree: bool
+    first_difference: str | None  # where the first prompt that differs first differs, in words
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.must_agree and self.agreed < self.total
+
+
+def greedy_settings(max_new_tokens: int) -> GenerationConfig:
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0)
+
+
+def transformers_replies(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+                         name: str, must_agree: bool, batch_size: int = 8) -> Replies:
+    """Greedy replies from transformers' generate (the adapter on, where there is one)."""
+    answers = answer_all(loaded, conversations, greedy_settings(max_new_tokens), batch_size, desc=name)
+    return Replies(name, [a.text for a in answers], [a.tokens for a in answers], must_agree)
+
+
+def gguf_weight_type(path: str | Path) -> str:
+    """The type most of a GGUF file's 2-D weights are stored in ("F16", "Q8_0", ...), read with gguf-py."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    counts = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) == 2)
+    return counts.most_common(1)[0][0] if counts else "F32"
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def llama_cpp_replies(gguf_path: str | Path, tokenizer, conversations: list[list[dict[str, str]]],
+                      max_new_tokens: int, lora_path: str | Path | None = None) -> Replies:
+    """Greedy replies from llama.cpp (llama-cpp-python) on a GGUF model file.
+
+    The prompt is the chat template's text (as transformers renders it), tokenized by llama.cpp with the
+    GGUF's vocabulary (special tokens parsed); `lora_path`, a GGUF LoRA applied on top. A reply ends at a
+    token llama.cpp's vocabulary calls an end of generation (llama_vocab_is_eog: eos, the end-of-turn
+    token) or after max_new_tokens tokens.
+    """
+    import llama_cpp
+
+    weight_type = gguf_weight_type(gguf_path)
+    prompts = [prompt_text(tokenizer, c) for c in conversations]
+    expected_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    context = max(len(ids) for ids in expected_ids) + max_new_tokens + 8
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=context, n_batch=context, n_threads=os.cpu_count(),
+                          lora_path=str(lora_path) if lora_path else None, verbose=False)
+    texts, tokens, mistokenized = [], [], []
+    for index, (text, expected) in enumerate(zip(prompts, expected_ids)):
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if ids != expected:
+            mistokenized.append(index + 1)
+        reply: list[int] = []
+        for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(reply) == max_new_tokens:
+                break
+            reply.append(token)
+        tokens.append(tuple(reply))
+        texts.append(tokenizer.decode(reply, skip_special_tokens=True).strip())
+    llm.close()
+    note = f"prompts {mistokenized} tokenized differently from transformers" if mistokenized else ""
+    name = f"GGUF {weight_type.lower()}{' + LoRA' if lora_path else ''} (llama.cpp)"
+    return Replies(name, texts, tokens, weight_type in EXACT_GGUF_TYPES, note)
+
+
+def _first_difference(reference: Replies, other: Replies, index: int, tokenizer) -> str:
+    """Where prompt `index`'s replies first differ: the token position and both tokens (or the text)."""
+    if reference.tokens is not None and other.tokens is not None:
+        mine, theirs = reference.tokens[index], other.tokens[index]
+        position = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+
+        def token(ids: tuple[int, ...]) -> str:
+            return repr(tokenizer.decode([ids[position]])) if position < len(ids) else "(end)"
+
+        return f"prompt {index + 1}, token {position + 1}: {token(mine)} vs {token(theirs)}"
+    mine, theirs = reference.texts[index], other.texts[index]
+    position = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+    return f"prompt {index + 1}, character {position + 1}: {mine[position:position + 12]!r} vs " \
+           f"{theirs[position:position + 12]!r}"
+
+
+def agreement(reference: Replies, other: Replies, tokenizer) -> Agreement:
+    """How many prompts `other` answered exactly as `reference` did, and where the first difference is."""
+    if reference.tokens is not None and other.tokens is not None:
+        same = [a == b for a, b in zip(reference.tokens, other.tokens)]
+    else:
+        same = [a == b for a, b in zip(reference.texts, other.texts)]
+    first = next((i for i, ok in enumerate(same) if not ok), None)
+    return Agreement(other.name, sum(same), len(same), other.must_agree,
+                     None if first is None else _first_difference(reference, other, first, tokenizer), other.note)
+
+
+def format_table(reference: Replies, agreements: list[Agreement]) -> str:
+    """The printed table: one row per side compared with the reference."""
+    width = max([len(a.name) for a in agreements] + [len(reference.name), 4])
+    lines = [f"greedy replies compared with {reference.name}:", f"{'side':<{width}}  agree      must  first difference"]
+    for a in agreements:
+        verdict = ("yes" if a.must_agree else "no")
+        where = a.first_difference or "-"
+        lines.append(f"{a.name:<{width}}  {a.agreed:>3}/{a.total:<3}  {verdict:<4}  {where}"
+                     + (f"  ({a.note})" if a.note else ""))
+    failed = [a.name for a in agreements if a.failed]
+    lines.append("FAILED: " + ", ".join(failed) + " answered differently." if failed else "every side that must agree does.")
+    return "\n".join(lines)
+
+
+def run_system_prompt(loaded: LoadedModel) -> str | None:
+    """The system prompt the adapter's run trained with (data.system_prompt in the qwentune_config.yaml of
+    the adapter's directory or, for a checkpoint, of the run above it); None when there is none."""
+    from ..config import load_config
+    from ..training.outputs import RUN_CONFIG
+
+    location = loaded.description.get("finetuned")
+    if not loaded.has_adapter or not location:
+        return None
+    for folder in (Path(location), Path(location).parent):
+        if (folder / RUN_CONFIG).is_file():
+            return load_config(folder / RUN_CONFIG).data.system_prompt
+    return None
+
+
+def replies_before_merge(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+                         serve: bool, log=print) -> tuple[Replies, list[Replies]]:
+    """The reference replies (the adapter on its base, or the model) and, with serve, the server's."""
+    name = "adapter on base" if loaded.has_adapter else "model"
+    log(f"verify: {name}")
+    reference = transformers_replies(loaded, conversations, max_new_tokens, name, True)
+    sides = []
+    if serve:
+        log("verify: the server")
+        sides.append(server_replies(loaded, conversations, max_new_tokens))
+    return reference, sides
+
+
+def gguf_replies(paths: list[str | Path], tokenizer, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+                 notes: list[str], lora_path: str | Path | None = None, log=print) -> list[Replies]:
+    """Each GGUF file's replies in llama.cpp; a note instead when llama-cpp-python is not installed."""
+    if paths and not llama_cpp_available():
+        notes.append(f"the GGUF files were not run in llama.cpp: llama-cpp-python is not installed ({LLAMA_CPP_HINT})")
+        return []
+    sides = []
+    for path in paths:
+        log(f"verify: llama.cpp on {Path(path).name}")
+        sides.append(llama_cpp_replies(path, tokenizer, conversations, max_new_tokens, lora_path))
+    return sides
+
+
+def verify(loaded: LoadedModel, conversations: list[list[dict[str, str]]], gguf_files: list[str | Path],
+           max_new_tokens: int = 64, serve: bool = True, log=print) -> tuple[Replies, list[Agreement], list[str]]:
+    """The reference replies, each other side's agreement with them, and notes on sides not checked.
+
+    Sides, in this order (the merge changes `loaded` in place, so it comes after what needs the adapter):
+    the server (with serve), the merged model (with an adapter), each GGUF file in llama.cpp.
+    """
+    notes: list[str] = []
+    reference, sides = replies_before_merge(loaded, conversations, max_new_tokens, serve, log)
+    if loaded.has_adapter:
+        log("verify: merged model")
+        merged = LoadedModel(loaded.model.merge_and_unload(), loaded.tokenizer, False,
+                             {**loaded.description, "kind": "merged"})
+        sides.append(transformers_replies(merged, conversations, max_new_tokens, "merged", True))
+    sides += gguf_replies(gguf_files, loaded.tokenizer, conversations, max_new_tokens, notes, log=log)
+    return reference, [agreement(reference, side, loaded.tokenizer) for side in sides], notes
