@@ -63,12 +63,13 @@ def check_gguf_type(gguf_type: str) -> gguf.GGMLQuantizationType:
     raise UserError(f"--gguf_type {gguf_type}: not a type qwentune writes; choose one of {ours}.")
 
 
-def architecture_of(config) -> tuple[gguf.MODEL_ARCH, bool]:
+def architecture_of(config, class_name: str | None = None) -> tuple[gguf.MODEL_ARCH, bool]:
     """(llama.cpp architecture, permute q/k) for a transformers config (by its model_type, which a model built
-    from a config also has); UserError naming an unsupported architecture and the ones supported."""
+    from a config also has); UserError naming an unsupported architecture (`class_name`, else the config's
+    architectures or model_type) and the ones supported."""
     if config.model_type in ARCHITECTURES:
         return ARCHITECTURES[config.model_type][1:]
-    found = (getattr(config, "architectures", None) or [config.model_type])[0]
+    found = class_name or (getattr(config, "architectures", None) or [config.model_type])[0]
     raise UserError(f"GGUF export: the architecture {found} is not supported; qwentune writes "
                     f"{', '.join(entry[0] for entry in ARCHITECTURES.values())} models.")
 
@@ -183,7 +184,7 @@ def write_gguf(model, tokenizer, path: str | os.PathLike, gguf_type: str, *, nam
     """
     requested = check_gguf_type(gguf_type)
     config = model.config
-    arch, permute = architecture_of(config)
+    arch, permute = architecture_of(config, type(model).__name__)
     weights = _weights(model, permute)
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     mapped = {}

@@ -28,7 +28,12 @@ def _describe(step: dict) -> str:
     return step.get("type", "?") + (f"({step['pattern']})" if "pattern" in step else "")
 
 
-def pre_tokenizer_name(tokenizer) -> str:
+def _spec(tokenizer) -> dict:
+    """The tokenizer's tokenizer.json content (the `tokenizers` library's own serialization)."""
+    return json.loads(tokenizer.backend_tokenizer.to_str())
+
+
+def pre_tokenizer_name(tokenizer, spec: dict | None = None) -> str:
     """llama.cpp's tokenizer.ggml.pre name for this byte-level BPE tokenizer's pre-tokenizer:
 
     - Split(Qwen2's regex, isolated) + ByteLevel(no regex) -> "qwen2" (Qwen2, Qwen2.5, Qwen3);
@@ -37,8 +42,8 @@ def pre_tokenizer_name(tokenizer) -> str:
     - ByteLevel(GPT-2 regex) alone -> "gpt2".
     Raises UserError naming any other pre-tokenizer, or one that adds a prefix space (llama.cpp's BPE adds none).
     """
-    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
-    steps = spec.get("pretokenizers", []) if spec.get("type") == "Sequence" else [spec]
+    pre = (spec or _spec(tokenizer)).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [step.get("type") for step in steps]
     byte_level = steps[-1] if steps and kinds[-1] == "ByteLevel" else None
     name = None
@@ -83,9 +88,9 @@ def vocabulary(tokenizer, rows: int) -> tuple[list[str], list[int]]:
     return tokens, [int(t) for t in types]
 
 
-def merges(tokenizer) -> list[str]:
+def merges(tokenizer, spec: dict | None = None) -> list[str]:
     """The BPE merges as llama.cpp stores them, "left right" in priority order."""
-    found = json.loads(tokenizer.backend_tokenizer.to_str())["model"].get("merges") or []
+    found = (spec or _spec(tokenizer))["model"].get("merges") or []
     return [pair if isinstance(pair, str) else " ".join(pair) for pair in found]
 
 
@@ -104,17 +109,17 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, rows: int) -> None:
     (<|im_end|>), so llama.cpp stops there also for Qwen base checkpoints whose eos is <|endoftext|>. Raises
     UserError for a tokenizer that is not a fast byte-level BPE one, and as pre_tokenizer_name and vocabulary do.
     """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    model_type = json.loads(backend.to_str())["model"].get("type") if backend is not None else None
-    if model_type != "BPE" or "ByteLevel" not in json.dumps(json.loads(backend.to_str()).get("decoder")):
+    spec = _spec(tokenizer) if getattr(tokenizer, "backend_tokenizer", None) is not None else {}
+    model_type = spec.get("model", {}).get("type")
+    if model_type != "BPE" or "ByteLevel" not in json.dumps(spec.get("decoder")):
         raise UserError(f"GGUF export: the tokenizer ({type(tokenizer).__name__}, model {model_type}) is not a "
                         f"byte-level BPE tokenizer, the only kind qwentune writes as GGUF (Qwen, Llama 3, SmolLM2).")
     tokens, types = vocabulary(tokenizer, rows)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer))
+    writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer, spec))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges(tokenizer))
+    writer.add_token_merges(merges(tokenizer, spec))
     for token_id, add in ((tokenizer.bos_token_id, writer.add_bos_token_id),
                           (tokenizer.eos_token_id, writer.add_eos_token_id),
                           (tokenizer.unk_token_id, writer.add_unk_token_id),
