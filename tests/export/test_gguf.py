@@ -139,7 +139,7 @@ def test_tokenizer_goes_in_whole(models, tmp_path, eos):
     tokenizer = build_tiny_tokenizer(eos_token=eos)
     path = write_gguf(models["qwen2"], tokenizer, tmp_path / "m.gguf", "f16")
     meta = metadata(path)
-    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt2"
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"
     assert meta["tokenizer.ggml.eos_token_id"] == tokenizer.convert_tokens_to_ids(eos)
     assert meta["tokenizer.ggml.eot_token_id"] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert meta["tokenizer.ggml.padding_token_id"] == tokenizer.pad_token_id
@@ -288,7 +288,7 @@ def test_embedded_demo_model_round_trip(tmp_path):
     ours, original = metadata(path), metadata(embedded_demo_gguf(log=lambda *_: None))
     # The original says "smollm" (each digit alone, then GPT-2's split). transformers' GGUF reader, which made the
     # demo's tokenizer, knows no "smollm" split and gives it GPT-2's: ours names the split the tokenizer has.
-    assert original["tokenizer.ggml.pre"] == "smollm" and ours["tokenizer.ggml.pre"] == "gpt2"
+    assert original["tokenizer.ggml.pre"] == "smollm" and ours["tokenizer.ggml.pre"] == "gpt-2"
     for key in ("general.architecture", "tokenizer.ggml.eos_token_id", "tokenizer.chat_template",
                 "tokenizer.ggml.add_bos_token", "llama.rope.dimension_count", "llama.attention.head_count_kv"):
         assert ours[key] == original[key], key
@@ -297,3 +297,21 @@ def test_embedded_demo_model_round_trip(tmp_path):
     with torch.no_grad():
         back, own = read_back(path)(ids).logits, rounded_like(model, path)(ids).logits
     torch.testing.assert_close(back, own, atol=1e-4 * own.std().item(), rtol=0)
+
+
+def test_qwen3_with_q_and_k_norms(tiny_tokenizer, tmp_path):
+    """Qwen3 (attn_q_norm / attn_k_norm, head_dim set on its own). head_dim is 128 as in every Qwen3 checkpoint:
+    transformers' GGUF reader ignores attention.key_length for qwen3 and assumes Qwen3Config's 128."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=256, tie_word_embeddings=True,
+                                         initializer_range=0.2)).eval()
+    path = write_gguf(model, tiny_tokenizer, tmp_path / "qwen3.gguf", "bf16")
+    types = file_types(path)
+    assert types["blk.1.attn_q_norm.weight"] == types["blk.1.attn_k_norm.weight"] == gguf.GGMLQuantizationType.F32
+    assert metadata(path)["qwen3.attention.key_length"] == 128
+    for back, full in zip(logits(read_back(path), tiny_tokenizer), logits(model, tiny_tokenizer)):
+        assert (back - full).abs().max().item() / full.std().item() <= SPREAD_BOUND["bf16"]

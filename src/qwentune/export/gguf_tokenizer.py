@@ -39,7 +39,7 @@ def pre_tokenizer_name(tokenizer, spec: dict | None = None) -> str:
     - Split(Qwen2's regex, isolated) + ByteLevel(no regex) -> "qwen2" (Qwen2, Qwen2.5, Qwen3);
     - Split(Llama 3's regex) + ByteLevel(no regex) -> "llama-bpe";
     - Digits(individual) + ByteLevel(GPT-2 regex) -> "smollm" (each digit alone, then GPT-2's split: SmolLM2);
-    - ByteLevel(GPT-2 regex) alone -> "gpt2".
+    - ByteLevel(GPT-2 regex) alone -> "gpt-2" (llama.cpp spells it with the hyphen; "gpt2" is refused).
     Raises UserError naming any other pre-tokenizer, or one that adds a prefix space (llama.cpp's BPE adds none).
     """
     pre = (spec or _spec(tokenizer)).get("pre_tokenizer") or {}
@@ -50,7 +50,7 @@ def pre_tokenizer_name(tokenizer, spec: dict | None = None) -> str:
     if byte_level is not None and not byte_level.get("add_prefix_space", False):
         gpt2_regex = byte_level.get("use_regex", True)
         if kinds == ["ByteLevel"] and gpt2_regex:
-            name = "gpt2"
+            name = "gpt-2"
         elif kinds == ["Digits", "ByteLevel"] and gpt2_regex and steps[0].get("individual_digits"):
             name = "smollm"
         elif kinds == ["Split", "ByteLevel"] and not gpt2_regex and not steps[0].get("invert") \
