@@ -14,7 +14,7 @@ def test_agreement_counts_identical_replies_and_names_the_first_difference(tiny_
     result = agreement(reference, other, tiny_tokenizer)
     assert (result.agreed, result.total, result.failed) == (1, 2, False)
     position = next(i for i, (a, b) in enumerate(zip(ids("Eat well"), ids("Eat less"))) if a != b)
-    first = lambda text: repr(tiny_tokenizer.decode([ids(text)[position]]))  # noqa: E731
+    first = lambda text: f"{tiny_tokenizer.decode([ids(text)[position]])!r} ({ids(text)[position]})"  # noqa: E731
     assert result.first_difference == f"prompt 2, token {position + 1}: {first('Eat well')} vs {first('Eat less')}"
 
 

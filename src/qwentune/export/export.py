@@ -21,7 +21,9 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import OutputKind, atomic_output_dir, check_output_dir
 from ..models.load import LoadedModel
-from .gguf import GGUF_TYPES, write_gguf, write_lora_gguf
+from .gguf import architecture_of, check_gguf_type, write_gguf
+from .gguf_lora import write_lora_gguf
+from .gguf_tokenizer import pre_tokenizer_name
 from .modelfile import modelfile_text
 from .verify import Agreement, Replies, agreement, gguf_replies, replies_before_merge, transformers_replies
 
@@ -34,10 +36,14 @@ def check_gguf_types(types: list[str]) -> list[str]:
     if not types:
         raise UserError("--gguf_type: give at least one type, e.g. --gguf_type q8_0.")
     for name in types:
-        if name not in GGUF_TYPES:
-            raise UserError(f"--gguf_type {name}: not a type qwentune writes; choose from "
-                            f"{', '.join(GGUF_TYPES)} (K-quants such as q4_k_m: see `qwentune export --help`).")
-    return list(dict.fromkeys(types))
+        check_gguf_type(name)
+    return list(dict.fromkeys(name.lower() for name in types))
+
+
+def check_exportable(loaded: LoadedModel) -> None:
+    """UserError, before minutes of work, for a model or tokenizer write_gguf would refuse."""
+    architecture_of(loaded.model.config)
+    pre_tokenizer_name(loaded.tokenizer)
 
 
 def check_export_dir(output_dir: str | Path) -> None:
@@ -78,6 +84,7 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
     check_export_dir(output_dir)
     if lora_only and not loaded.has_adapter:
         raise UserError("--lora_only writes the adapter as a GGUF LoRA; give --adapter_path with an adapter.")
+    check_exportable(loaded)
     prefix = "base" if lora_only else "model"
     names = {t: f"{prefix}-{t}.gguf" for t in gguf_types}
     adapter_name = "adapter.gguf" if lora_only else None

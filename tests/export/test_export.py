@@ -1,0 +1,97 @@
+"""`qwentune export` end to end on the tiny Qwen2 and its trained adapter, and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qwentune import cli
+
+PROMPTS = ["What is the capital of France?", "保持健康的三个提示。", "Give three tips for staying healthy."]
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    return path
+
+
+def _export(tmp_path, tiny_model_dir, trained, prompts_file, *options):
+    return cli.main(["export", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(trained / "out"),
+                     "--prompts_file", str(prompts_file), "--max_new_tokens", "12", *options])
+
+
+def test_export_writes_each_type_a_modelfile_and_a_record_and_the_merge_agrees(tmp_path, tiny_model_dir, trained,
+                                                                                 prompts_file, capsys):
+    out = tmp_path / "export"
+    code = _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out),
+                   "--gguf_type", "f16", "q8_0")
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code in (0, None), captured.err[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-f16.gguf", "model-q8_0.gguf",
+                                                     "qwentune_export.json"]
+    record = json.loads((out / "qwentune_export.json").read_text(encoding="utf-8"))
+    assert record["files"]["model-f16.gguf"]["bytes"] == (out / "model-f16.gguf").stat().st_size
+    sides = {side["name"]: side for side in record["verification"]["sides"]}
+    assert sides["merged"]["agreed"] == sides["merged"]["total"] == len(PROMPTS)
+    assert "FROM ./model-f16.gguf" in (out / "Modelfile").read_text(encoding="utf-8").splitlines()
+    assert "every side that must agree does." in printed
+
+
+def test_export_again_into_the_same_directory_replaces_the_earlier_export(tmp_path, tiny_model_dir, trained,
+                                                                            prompts_file):
+    out = tmp_path / "export"
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), "--gguf_type", "f32",
+                   "--verify", "false") in (0, None)
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), "--gguf_type", "q4_0",
+                   "--verify", "false") in (0, None)
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-q4_0.gguf", "qwentune_export.json"]
+    assert json.loads((out / "qwentune_export.json").read_text(encoding="utf-8"))["verification"] is None
+
+
+def test_lora_only_writes_the_base_and_the_adapter_and_a_modelfile_with_both(tmp_path, tiny_model_dir, trained,
+                                                                             prompts_file):
+    out = tmp_path / "lora"
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), "--lora_only",
+                   "--gguf_type", "f16", "--verify", "false") in (0, None)
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "adapter.gguf", "base-f16.gguf",
+                                                     "qwentune_export.json"]
+    lines = (out / "Modelfile").read_text(encoding="utf-8").splitlines()
+    assert "FROM ./base-f16.gguf" in lines and "ADAPTER ./adapter.gguf" in lines
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--gguf_type", "q4_k_m"], "K-quants"),
+    (["--gguf_type", "f17"], "not a type qwentune writes"),
+    (["--max_new_tokens", "0"], "--max_new_tokens is 0"),
+])
+def test_bad_options_are_one_line_before_anything_is_written(tmp_path, tiny_model_dir, trained, prompts_file, capsys,
+                                                             options, message):
+    out = tmp_path / "export"
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), *options) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_an_output_dir_holding_other_files_is_refused(tmp_path, tiny_model_dir, trained, prompts_file, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out)) == 2
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me" and len(list(out.iterdir())) == 1
+
+
+def test_lora_only_without_an_adapter_is_refused(tmp_path, tiny_model_dir, prompts_file, capsys):
+    code = cli.main(["export", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", "null", "--lora_only",
+                     "--output_dir", str(tmp_path / "x"), "--prompts_file", str(prompts_file)])
+    assert code == 2 and "--lora_only" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_verify_refuses_a_missing_gguf_file(tmp_path, tiny_model_dir, capsys):
+    code = cli.main(["verify", "--model_name_or_path", str(tiny_model_dir), "--gguf", str(tmp_path / "none.gguf")])
+    assert code == 2 and "none.gguf" in capsys.readouterr().err
