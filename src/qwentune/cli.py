@@ -168,7 +168,7 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 SERVE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s in ("model", "generation")] + [
-    "adapter_path", "system_prompt", "seed", "bf16", "fp16"]
+    "adapter_path", "system_prompt", "bf16", "fp16"]
 
 
 def cmd_serve(args: argparse.Namespace, extra: list[str]) -> None:

@@ -2,6 +2,7 @@
 trained adapter, asked with the real `openai` client (and with plain HTTP for requests the client would not
 send)."""
 
+import dataclasses
 import json
 import socket
 import threading
@@ -36,7 +37,7 @@ def conversation(question):
 
 
 def start(loaded, max_waiting=64, max_batch_size=16, run_worker=True):
-    served = Served(served_names(loaded, "tiny", "adapter"), loaded.tokenizer, GREEDY, model_positions(loaded.model), 42)
+    served = Served(served_names(loaded, "tiny", "adapter"), loaded.tokenizer, GREEDY, model_positions(loaded.model))
     batcher = Batcher(loaded, GREEDY, max_waiting, max_batch_size)
     if run_worker:
         batcher.start()
@@ -52,8 +53,11 @@ def loaded(trained, tiny_model_dir):
 def expected(loaded):
     """generate_batch's greedy answer to each question, adapter on and off, computed before the server runs
     (one thread at a time uses the model)."""
-    return {(name, q): generate_batch(loaded, [conversation(q)], GREEDY, adapter=adapter)[0]
-            for name, adapter in SIDES.items() for q, _ in QA}
+    answers = {(name, q): generate_batch(loaded, [conversation(q)], GREEDY, adapter=adapter)[0]
+               for name, adapter in SIDES.items() for q, _ in QA}
+    sampling = dataclasses.replace(GREEDY, do_sample=True, temperature=1.5, top_p=0.95)
+    answers[("sampled", QA[1][0])] = generate_batch(loaded, [conversation(QA[1][0])], sampling, False, seed=7)[0]
+    return answers
 
 
 @pytest.fixture(scope="module")
@@ -164,11 +168,29 @@ def test_sixteen_requests_waiting_together_are_answered_in_one_batch_per_name(lo
         futures = [pool.submit(lambda item: client.chat.completions.create(
             model=item[0], messages=conversation(item[1])).choices[0].message.content, item) for item in asks]
         while batcher.waiting < len(asks):
-            futures[0].exception(0.01) if futures[0].done() else threading.Event().wait(0.01)
+            threading.Event().wait(0.01)
         batcher.start()
         assert [f.result(60) for f in futures] == [expected[item].text for item in asks]
     batcher.close(timeout=10)
     assert batcher.stats == {"batches": 2, "rows": 16, "dropped": 0}
+
+
+def test_a_seeded_sampled_answer_repeats_and_equals_generate_batch_with_that_seed(loaded, expected):
+    """Three identical seeded requests waiting together: each is answered alone (the rows of a batch would draw
+    different samples from one generator), each the same as generate_batch with that seed."""
+    question = QA[1][0]
+    batcher, running = start(loaded, run_worker=False)
+    with running as url, ThreadPoolExecutor(3) as pool:
+        client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=60)
+        futures = [pool.submit(lambda: client.chat.completions.create(
+            model="base", messages=conversation(question), temperature=1.5, top_p=0.95, seed=7)) for _ in range(3)]
+        while batcher.waiting < 3:
+            threading.Event().wait(0.01)
+        batcher.start()
+        answers = [f.result(60).choices[0].message.content for f in futures]
+    batcher.close(timeout=10)
+    assert answers == [expected[("sampled", question)].text] * 3 and batcher.stats["batches"] == 3
+    assert answers[0] != expected[("base", question)].text  # it did sample
 
 
 def test_a_client_that_leaves_mid_answer_is_dropped_and_the_server_goes_on(loaded, expected):

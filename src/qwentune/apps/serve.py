@@ -266,7 +266,7 @@ def serve(cfg, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = 
                                     choose_precision(cfg.training.bf16, cfg.training.fp16),
                                     cfg.model.trust_remote_code, log=log)
         served = Served(served_names(loaded, cfg.model.model_name_or_path, cfg.eval.adapter_path), loaded.tokenizer,
-                        cfg.generation, model_positions(loaded.model), cfg.training.seed, cfg.data.system_prompt)
+                        cfg.generation, model_positions(loaded.model), cfg.data.system_prompt)
         batcher = Batcher(loaded, cfg.generation, max_queue, max_batch_size).start()
         app = create_app(served, batcher, api_key)
         shown = f"[{host}]" if ":" in host else host

@@ -5,7 +5,8 @@ batcher groups by). Every mistake is an ApiError that the server answers with Op
 {"error": {"message", "type", "param", "code"}} and a 4xx status; nothing here touches the model.
 
 OpenAI semantics: temperature 0 is greedy; no temperature means the configured generation settings; top_p
-applies when sampling; a seed makes sampling repeat (the configured seed when none is given); max_tokens (or
+applies when sampling; a seed makes a sampled answer repeat (such a request is answered alone, see
+batching.Sampling), and without one every sampled answer is drawn afresh; max_tokens (or
 max_completion_tokens) defaults to the configured max_new_tokens, shortened to what the model's positions
 leave after the prompt. Fields of OpenAI's API this server cannot honour (n > 1, logprobs, tools, a
 response_format other than text, nonzero presence / frequency penalties, echo, best_of, suffix) are refused
@@ -43,7 +44,6 @@ class Served:
     tokenizer: object
     settings: GenerationConfig
     positions: int | None  # prompt + reply tokens the model was built for (None: unknown)
-    seed: int
     system_prompt: str | None = None  # for a chat that has no system message, as `qwentune infer` does
 
 
@@ -143,7 +143,7 @@ def _parsed(body: dict, served: Served, prompt_ids: list[int]) -> Parsed:
     do_sample = settings.do_sample if temperature is None else temperature > 0
     sampling = Sampling.of(served.names[model], do_sample, settings.temperature if temperature is None else temperature,
                            settings.top_p if top_p is None else top_p, settings.repetition_penalty,
-                           served.seed if seed is None else seed)
+                           seed)
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise ApiError(400, "'stream' must be true or false.", "stream")

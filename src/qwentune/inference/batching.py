@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,21 +34,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Sampling:
-    """What the rows of one batch share: the side, and how tokens are chosen (seed only when sampling)."""
+    """What the rows of one batch share: the side, and how tokens are chosen. `seed` (sampling only): None draws
+    a fresh one per batch; a request that names one is answered in a batch of its own, because the rows of a
+    batch draw from one generator, so only alone does a seed give the same answer every time."""
 
     adapter: bool
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
-    seed: int = 0
+    seed: int | None = None
 
     @classmethod
     def of(cls, adapter: bool, do_sample: bool, temperature: float, top_p: float, repetition_penalty: float,
-           seed: int) -> "Sampling":
+           seed: int | None) -> "Sampling":
         """Greedy rows share one key whatever temperature, top_p or seed they name (none of them matters)."""
         if not do_sample:
-            return cls(adapter, False, 1.0, 1.0, repetition_penalty, 0)
+            return cls(adapter, False, 1.0, 1.0, repetition_penalty, None)
         return cls(adapter, True, temperature, top_p, repetition_penalty, seed)
 
 
@@ -234,7 +237,8 @@ class Batcher:
             if self._closed:
                 return None
             key = self._waiting[0].sampling
-            batch = [r for r in self._waiting if r.sampling == key and not r.cancelled.is_set()][:self.max_batch_size]
+            size = 1 if key.do_sample and key.seed is not None else self.max_batch_size
+            batch = [r for r in self._waiting if r.sampling == key and not r.cancelled.is_set()][:size]
             taken = set(map(id, batch))
             left = [r for r in self._waiting if id(r) not in taken]
             self._waiting = deque(r for r in left if not r.cancelled.is_set())
@@ -258,7 +262,8 @@ class Batcher:
         try:
             encoded = left_padded([r.prompt_ids for r in batch], self.loaded.tokenizer.pad_token_id,
                                   self.loaded.model.device)
-            generate_new_tokens(self.loaded, encoded, settings, sampling.adapter, sampling.seed,
+            seed = random.randrange(2**31) if sampling.seed is None else sampling.seed
+            generate_new_tokens(self.loaded, encoded, settings, sampling.adapter, seed,
                                 stopping_criteria=StoppingCriteriaList([rows]))
         except Exception as exc:  # one batch's failure (out of memory, say) is told to its callers; the worker goes on
             log.exception("generation failed")
