@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from qwentune.apps.serve import InThread, bind, create_app, served_names
+from qwentune.apps.serve import InThread, answers_over_http, bind, create_app, served_names
 from qwentune.apps.serve_requests import Served
 from qwentune.cli import main
 from qwentune.config import GenerationConfig
@@ -282,6 +282,13 @@ def test_a_full_queue_answers_503_then_serves(trained, tiny_model_dir, expected)
         again = client.chat.completions.create(model="base", messages=conversation(question))
         assert again.choices[0].message.content == expected[("base", question)].text
     batcher.close(timeout=10)
+
+
+def test_answers_over_http_are_generate_batch_greedy_answers(loaded, expected):
+    """The helper `qwentune verify` asks the server through: its own server, plain HTTP, both sides."""
+    for name, adapter in SIDES.items():
+        replies = answers_over_http(loaded, [conversation(q) for q, _ in QA], GREEDY.max_new_tokens, adapter)
+        assert replies == [expected[(name, q)].text for q, _ in QA]
 
 
 def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_model_dir, capsys):

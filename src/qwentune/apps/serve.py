@@ -307,3 +307,36 @@ class InThread:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+def answers_over_http(loaded, conversations: list[list[dict[str, str]]], max_tokens: int,
+                      adapter: bool = True) -> list[str]:
+    """Greedy replies to `conversations` (adapter on or off) from this server, started on a free port of
+    127.0.0.1 in this process for the purpose and asked one conversation at a time over plain HTTP (urllib:
+    no openai package needed), then stopped; the server's side of `qwentune verify`. RuntimeError with the
+    server's message when it refuses a request (a prompt that does not fit the model's positions, say)."""
+    import urllib.error
+    import urllib.request
+
+    from ..config import GenerationConfig
+    from ..inference.context import model_positions
+
+    settings = GenerationConfig(max_new_tokens=max_tokens, do_sample=False, repetition_penalty=1.0)
+    served = Served(served_names(loaded, "model", None), loaded.tokenizer, settings, model_positions(loaded.model))
+    name = next((n for n, on in served.names.items() if on == adapter or not loaded.has_adapter), None)
+    batcher = Batcher(loaded, settings, max_waiting=1, max_batch_size=1).start()
+    replies = []
+    try:
+        with InThread(create_app(served, batcher), bind("127.0.0.1", 0)) as url:
+            for messages in conversations:
+                body = json.dumps({"model": name, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+                request = urllib.request.Request(f"{url}/chat/completions", body.encode(),
+                                                 {"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=3600) as response:
+                        replies.append(json.loads(response.read())["choices"][0]["message"]["content"])
+                except urllib.error.HTTPError as error:
+                    raise RuntimeError(f"the server refused a request: {json.loads(error.read())['error']['message']}")
+    finally:
+        batcher.close(timeout=10)
+    return replies
