@@ -167,6 +167,18 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
         chat(loaded, settings, system, seed)
 
 
+SERVE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s in ("model", "generation")] + [
+    "adapter_path", "system_prompt", "bf16", "fp16"]
+
+
+def cmd_serve(args: argparse.Namespace, extra: list[str]) -> None:
+    from .apps.serve import serve
+
+    cfg = _config_with_options(args.config, extra, SERVE_KEYS, "serve")
+    serve(cfg, args.host, args.port, args.api_key or os.environ.get("QWENTUNE_API_KEY"), args.max_queue,
+          args.max_batch_size)
+
+
 def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
     from .evaluation.rating import export_sheet
 
@@ -414,6 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=64, help="tokens per reply (default 64)")
     p.set_defaults(func=cmd_verify)
 
+    p = commands.add_parser(
+        "serve", help="an OpenAI-compatible HTTP API: models 'base' and 'finetuned' from one loaded base",
+        description="Model options: " + ", ".join("--" + k for k in SERVE_KEYS)
+        + ". --adapter_path null serves the base model alone; a merged model is served under its own name.",
+    )
+    p.add_argument("--config", help="a YAML config whose model / generation sections are used")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api_key", help="require 'Authorization: Bearer KEY' (default: $QWENTUNE_API_KEY, else none)")
+    p.add_argument("--max_queue", type=int, default=64, help="requests that may wait; more are answered 503")
+    p.add_argument("--max_batch_size", type=int, default=16, help="requests answered together in one batch")
+    p.set_defaults(func=cmd_serve)
+
     rating = commands.add_parser("rating", help="blind human rating of answers").add_subparsers(
         dest="rating_command", required=True)
     p = rating.add_parser("export", help="a shuffled sheet of answers with the model names hidden")
@@ -434,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare, cmd_demo,
-                                  cmd_export, cmd_verify):
+                                  cmd_export, cmd_verify, cmd_serve):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.func(args, extra)

@@ -49,8 +49,44 @@ def prompt_length(tokenizer, messages: list[dict[str, str]]) -> int:
 def reply_text(tokenizer, ids: list[int], stopped: bool) -> str:
     """The reply's text. A reply cut at max_new_tokens can end inside a multi-byte character (Qwen's
     tokens are bytes), which decodes to U+FFFD; that half character is dropped."""
-    text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-    return text if stopped else text.rstrip("\ufffd").rstrip()
+    return finished_text(tokenizer.decode(ids, skip_special_tokens=True), stopped)
+
+
+def finished_text(text: str, stopped: bool, strip: bool = True) -> str:
+    """A decoded reply as it is given out: without surrounding whitespace (`strip`; a raw text completion keeps
+    its leading space) and, when it was cut at a token limit (not `stopped`), without the half character at
+    its end."""
+    if strip:
+        text = text.strip()
+    if not stopped:
+        text = text.rstrip("\ufffd")
+    return text.rstrip() if strip else text
+
+
+def left_padded(rows: list[list[int]], pad_id: int, device) -> dict:
+    """`input_ids` and `attention_mask` (int64, [len(rows), longest row]) for token-id rows padded on the left,
+    as the tokenizer pads with padding_side="left"; built without the tokenizer, whose padding setting a call
+    with padding=True changes for its duration (a server reading prompts on another thread must not see that)."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[index, width - len(row):] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+@torch.no_grad()
+def generate_new_tokens(loaded: LoadedModel, encoded: dict, settings: GenerationConfig, adapter: bool = True,
+                        seed: int = 42, **extra) -> torch.Tensor:
+    """The tokens generated after the left-padded prompts in `encoded` ([rows, new tokens], int64; a row that
+    stopped early is filled with the pad id), with the adapter on or off. `extra` goes to generate (a
+    stopping_criteria list, say). The one generate call behind every answer qwentune gives."""
+    torch.manual_seed(seed)
+    with loaded.adapter(adapter):
+        output = loaded.model.generate(**encoded, **_generation_kwargs(loaded, settings), **extra)
+    return output[:, encoded["input_ids"].shape[1]:]
 
 
 @torch.no_grad()
@@ -62,12 +98,9 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]
     # so the shared tokenizer keeps its own padding side for its other users (training pads right).
     encoded = tokenizer([prompt_text(tokenizer, c) for c in conversations], return_tensors="pt", padding=True,
                         padding_side="left", add_special_tokens=False).to(loaded.model.device)
-    torch.manual_seed(seed)
     started = time.perf_counter()
-    with loaded.adapter(adapter):
-        output = loaded.model.generate(**encoded, **_generation_kwargs(loaded, settings))
+    new = generate_new_tokens(loaded, encoded, settings, adapter, seed)
     seconds = time.perf_counter() - started
-    new = output[:, encoded["input_ids"].shape[1]:]
     stops = set(loaded.stop_ids)
     answers = []
     for row in new.tolist():
