@@ -128,47 +128,21 @@ def silent(*args):
 
 
 def write_gguf(path, model_dir, gguf_type: str = "model"):
-    """The model in `model_dir` (a Qwen2 with a ChatML BPE tokenizer) written as a real F32 GGUF file, the way
-    llama.cpp's convert_hf_to_gguf.py names its keys and tensors (gguf-py); transformers reads it back.
-    gguf_type "adapter" marks it as a llama.cpp LoRA adapter instead (general.type)."""
-    import gguf
+    """The model in `model_dir` written as a real F32 GGUF file by qwentune's own exporter (export/gguf.py, whose
+    files llama.cpp and transformers read: tests/export); gguf_type "adapter" writes a llama.cpp LoRA adapter of a
+    fresh LoRA on that model instead (general.type "adapter")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    from qwentune.export.gguf import write_gguf as export_gguf
+
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = model.config
-    writer = gguf.GGUFWriter(str(path), "qwen2")
-    writer.add_type(gguf_type)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    tokens = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
-    specials = set(tokenizer.all_special_tokens)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens])
-    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    writer.add_eos_token_id(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    writer.add_pad_token_id(tokenizer.pad_token_id)
-    writer.add_chat_template(tokenizer.chat_template)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, config.num_hidden_layers)
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue
-        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), tensor.float().numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    if gguf_type == "adapter":
+        from peft import LoraConfig, get_peft_model
+
+        from qwentune.export.gguf_lora import write_lora_gguf
+
+        return write_lora_gguf(get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])), model.config, path)
+    return export_gguf(model, AutoTokenizer.from_pretrained(model_dir), path, "f32")
 
 
 def signal_self_at(step: int, signum: int | None = None):

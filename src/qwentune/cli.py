@@ -299,9 +299,11 @@ def cmd_verify(args: argparse.Namespace, extra: list[str]) -> int | None:
         if not os.path.isfile(path):
             raise UserError(f"--gguf {path}: no such file; give a .gguf file written by qwentune export.")
     loaded, conversations, _ = _verification_inputs(args, extra, "verify")
+    server_answers = None
+    if args.server == "true":
+        from .apps.serve import answers_over_http as server_answers
     reference, agreements, notes = verify(loaded, conversations, args.gguf or [], args.max_new_tokens,
-                                          serve=args.server == "true",
-                                          log=lambda message: print(message, file=sys.stderr))
+                                          server_answers, log=lambda message: print(message, file=sys.stderr))
     for note in notes:
         print(f"note: {note}")
     print(format_table(reference, agreements))

@@ -252,7 +252,8 @@ def serve(cfg, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = 
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError:
-        raise UserError('serve needs FastAPI and uvicorn: pip install -e ".[serve]".') from None
+        raise UserError("serve needs FastAPI and uvicorn, which qwentune's dependencies bring: pip install -e . "
+                        "again.") from None
     if api_key is not None and not api_key:
         raise UserError("serve: --api_key is empty; give a key, or leave the option out.")
     sock = bind(host, port)

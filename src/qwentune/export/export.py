@@ -96,7 +96,7 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
     tokenizer = loaded.tokenizer
     sides: list[Replies] = []
     if verify:
-        result.reference, sides = replies_before_merge(loaded, conversations, max_new_tokens, False, log)
+        result.reference, sides = replies_before_merge(loaded, conversations, max_new_tokens, log=log)
     with atomic_output_dir(output_dir, EXPORT, "--output_dir") as tmp:
         if lora_only:
             _write_timed(result, tmp, adapter_name, "lora",

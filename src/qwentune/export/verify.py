@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..config import GenerationConfig
 from ..inference.generate import answer_all, prompt_text
@@ -26,6 +27,8 @@ from ..models.load import LoadedModel
 # GGUF weight types exact enough that greedy replies must not change (f16 keeps 11 significant bits).
 EXACT_GGUF_TYPES = ("F32", "F16")
 LLAMA_CPP_HINT = "pip install llama-cpp-python (it compiles llama.cpp: minutes)"
+# (model with its adapter, conversations, max new tokens) -> the server's greedy reply texts, adapter on.
+ServerAnswers = Callable[[LoadedModel, list, int], list[str]]
 
 
 @dataclass
@@ -176,15 +179,15 @@ def run_system_prompt(loaded: LoadedModel) -> str | None:
 
 
 def replies_before_merge(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-                         serve: bool, log=print) -> tuple[Replies, list[Replies]]:
-    """The reference replies (the adapter on its base, or the model) and, with serve, the server's."""
+                         server_answers: ServerAnswers | None = None, log=print) -> tuple[Replies, list[Replies]]:
+    """The reference replies (the adapter on its base, or the model) and, given server_answers, the server's."""
     name = "adapter on base" if loaded.has_adapter else "model"
     log(f"verify: {name}")
     reference = transformers_replies(loaded, conversations, max_new_tokens, name, True)
     sides = []
-    if serve:
+    if server_answers is not None:
         log("verify: the server")
-        sides.append(server_replies(loaded, conversations, max_new_tokens))
+        sides.append(Replies("server", server_answers(loaded, conversations, max_new_tokens), None, True))
     return reference, sides
 
 
@@ -202,14 +205,16 @@ def gguf_replies(paths: list[str | Path], tokenizer, conversations: list[list[di
 
 
 def verify(loaded: LoadedModel, conversations: list[list[dict[str, str]]], gguf_files: list[str | Path],
-           max_new_tokens: int = 64, serve: bool = True, log=print) -> tuple[Replies, list[Agreement], list[str]]:
+           max_new_tokens: int = 64, server_answers: ServerAnswers | None = None, log=print
+           ) -> tuple[Replies, list[Agreement], list[str]]:
     """The reference replies, each other side's agreement with them, and notes on sides not checked.
 
     Sides, in this order (the merge changes `loaded` in place, so it comes after what needs the adapter):
-    the server (with serve), the merged model (with an adapter), each GGUF file in llama.cpp.
+    the server (given server_answers, e.g. apps.serve.answers_over_http: the server lives in apps/, above
+    this folder), the merged model (with an adapter), each GGUF file in llama.cpp.
     """
     notes: list[str] = []
-    reference, sides = replies_before_merge(loaded, conversations, max_new_tokens, serve, log)
+    reference, sides = replies_before_merge(loaded, conversations, max_new_tokens, server_answers, log)
     if loaded.has_adapter:
         log("verify: merged model")
         merged = LoadedModel(loaded.model.merge_and_unload(), loaded.tokenizer, False,
