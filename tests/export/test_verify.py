@@ -24,10 +24,16 @@ def test_a_side_that_must_agree_and_does_not_fails_the_check(tiny_tokenizer):
     result = agreement(reference, server, tiny_tokenizer)
     assert result.failed and result.first_difference == "prompt 2, character 1: 'b' vs 'c'"
     table = format_table(reference, [result])
-    assert "1/2" in table and table.splitlines()[-1].startswith("FAILED: server")
+    assert "1/2" in table and "FAILED: server answered differently." in table.splitlines()
 
 
 def test_a_reply_that_stops_early_differs_at_its_end(tiny_tokenizer):
     reference = Replies("model", ["x"], [(5, 6, 7)], True)
     shorter = Replies("merged", ["x"], [(5, 6)], True)
     assert agreement(reference, shorter, tiny_tokenizer).first_difference.endswith("vs (end)")
+
+
+def test_same_start_is_the_share_of_reference_tokens_before_each_first_difference(tiny_tokenizer):
+    reference = Replies("model", ["", ""], [(1, 2, 3, 4), (5, 6)], True)
+    other = Replies("GGUF q8_0 (llama.cpp)", ["", ""], [(1, 2, 9, 9), (5, 6)], False)
+    assert agreement(reference, other, tiny_tokenizer).same_start == 4 / 6

@@ -50,6 +50,7 @@ class Agreement:
     must_agree: bool
     first_difference: str | None  # where the first prompt that differs first differs, in words
     note: str = ""
+    same_start: float | None = None  # share of the reference's tokens (characters) before each reply's difference
 
     @property
     def failed(self) -> bool:
@@ -140,26 +141,34 @@ def _first_difference(reference: Replies, other: Replies, index: int, tokenizer)
 
 def agreement(reference: Replies, other: Replies, tokenizer) -> Agreement:
     """How many prompts `other` answered exactly as `reference` did, and where the first difference is."""
-    if reference.tokens is not None and other.tokens is not None:
-        same = [a == b for a, b in zip(reference.tokens, other.tokens)]
-    else:
-        same = [a == b for a, b in zip(reference.texts, other.texts)]
+    by_tokens = reference.tokens is not None and other.tokens is not None
+    pairs = list(zip(reference.tokens, other.tokens) if by_tokens else zip(reference.texts, other.texts))
+    same = [a == b for a, b in pairs]
     first = next((i for i, ok in enumerate(same) if not ok), None)
+    # How far replies go together before they part: a quantized file that picks another word at token 60 of 64
+    # differs, like one that differs from the first token; this tells the two apart.
+    common = sum(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))) for a, b in pairs)
+    length = sum(len(a) for a, _ in pairs)
     return Agreement(other.name, sum(same), len(same), other.must_agree,
-                     None if first is None else _first_difference(reference, other, first, tokenizer), other.note)
+                     None if first is None else _first_difference(reference, other, first, tokenizer), other.note,
+                     common / length if length else None)
 
 
 def format_table(reference: Replies, agreements: list[Agreement]) -> str:
     """The printed table: one row per side compared with the reference."""
     width = max([len(a.name) for a in agreements] + [len(reference.name), 4])
-    lines = [f"greedy replies compared with {reference.name}:", f"{'side':<{width}}  agree      must  first difference"]
+    lines = [f"greedy replies compared with {reference.name}:",
+             f"{'side':<{width}}  agree    same start  must  first difference"]
     for a in agreements:
-        verdict = ("yes" if a.must_agree else "no")
-        where = a.first_difference or "-"
-        lines.append(f"{a.name:<{width}}  {a.agreed:>3}/{a.total:<3}  {verdict:<4}  {where}"
-                     + (f"  ({a.note})" if a.note else ""))
+        verdict = "yes" if a.must_agree else "no"
+        start = f"{100 * a.same_start:.0f}%" if a.same_start is not None else "-"
+        lines.append(f"{a.name:<{width}}  {a.agreed:>3}/{a.total:<3}  {start:>10}  {verdict:<4}  "
+                     f"{a.first_difference or '-'}" + (f"  ({a.note})" if a.note else ""))
     failed = [a.name for a in agreements if a.failed]
-    lines.append("FAILED: " + ", ".join(failed) + " answered differently." if failed else "every side that must agree does.")
+    lines.append("FAILED: " + ", ".join(failed) + " answered differently." if failed
+                 else "every side that must agree does.")
+    lines.append("agree: replies identical throughout; same start: the share of the reference's tokens before a "
+                 "reply's first difference.")
     return "\n".join(lines)
 
 
