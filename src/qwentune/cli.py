@@ -400,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "export", help="the fine-tuned model as GGUF files (llama.cpp, Ollama) + an Ollama Modelfile, then verify",
         description="Options: --config FILE, --output_dir DIR, and any of " + ", ".join("--" + k for k in EXPORT_KEYS)
-        + ". Types written: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (gguf-py has no K-quant quantizer: "
-        "for q4_k_m, run llama.cpp's llama-quantize on the f16 file).",
+        + ". Types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (written by gguf-py), and q4_k_m, q5_k_m, q6_k and "
+        "the other K-quants (by llama.cpp's own quantizer, with the llama extra installed).",
     )
     p.add_argument("--config", help="a YAML config whose model section and adapter_path are used")
     p.add_argument("--output_dir", default="results/export", help="where the .gguf files and the Modelfile go")

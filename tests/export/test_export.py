@@ -63,8 +63,35 @@ def test_lora_only_writes_the_base_and_the_adapter_and_a_modelfile_with_both(tmp
     assert "FROM ./base-f16.gguf" in lines and "ADAPTER ./adapter.gguf" in lines
 
 
+def test_k_quants_come_from_llama_cpps_quantizer_and_are_verified_in_llama_cpp(tmp_path, tiny_model_dir, trained,
+                                                                             prompts_file, capsys):
+    pytest.importorskip("llama_cpp")
+    from qwentune.export.verify import gguf_file_type
+
+    out = tmp_path / "export"
+    code = _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), "--gguf_type", "q4_k_m")
+    printed = capsys.readouterr().out
+    assert code in (0, 1), printed  # a 4-bit file's replies may differ: that is a rate to read, not a failure
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-q4_k_m.gguf", "qwentune_export.json"]
+    assert gguf_file_type(out / "model-q4_k_m.gguf") == "q4_k_m"
+    assert "GGUF q4_k_m (llama.cpp)" in printed
+
+
+def test_k_quants_without_llama_cpp_are_one_line_naming_the_extra(tmp_path, tiny_model_dir, trained, prompts_file,
+                                                                 capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    out = tmp_path / "export"
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out),
+                   "--gguf_type", "q4_k_m") == 2
+    err = capsys.readouterr().err
+    assert '.[llama]' in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 @pytest.mark.parametrize("options, message", [
-    (["--gguf_type", "q4_k_m"], "K-quants"),
+    (["--gguf_type", "iq2_xs"], "i-quants"),
     (["--gguf_type", "f17"], "not a type qwentune writes"),
     (["--max_new_tokens", "0"], "--max_new_tokens is 0"),
 ])

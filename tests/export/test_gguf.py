@@ -166,8 +166,8 @@ def test_refusals_are_one_line_and_leave_no_file(models, tiny_tokenizer, tmp_pat
         write_gguf(gpt2, tiny_tokenizer, tmp_path / "g.gguf", "f16")
     assert str(refused.value) == ("GGUF export: the architecture GPT2LMHeadModel is not supported; qwentune writes "
                                   "Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM models.")
-    with pytest.raises(UserError, match=r"--gguf_type q4_k_m: gguf-py has no quantizer for K-quants .* writes only "
-                                        r"f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1;") as refused:
+    with pytest.raises(UserError, match=r"--gguf_type q4_k_m: gguf-py has no quantizer for K-quants .* writes "
+                                        r"f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 with it") as refused:
         write_gguf(models["qwen2"], tiny_tokenizer, tmp_path / "k.gguf", "q4_k_m")
     # Found mid-write (the tokenizer is checked inside the file's block): the temporary file goes too.
     small = tiny_llama(tiny_tokenizer, vocab_size=100)

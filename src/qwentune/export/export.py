@@ -24,6 +24,7 @@ from ..models.load import LoadedModel
 from .gguf import architecture_of, check_gguf_type, write_gguf
 from .gguf_lora import write_lora_gguf
 from .gguf_tokenizer import pre_tokenizer_name
+from .llama_quantize import K_QUANTS, check_k_quant, quantize_gguf
 from .modelfile import modelfile_text
 from .verify import Agreement, Replies, agreement, gguf_replies, replies_before_merge, transformers_replies
 
@@ -36,7 +37,10 @@ def check_gguf_types(types: list[str]) -> list[str]:
     if not types:
         raise UserError("--gguf_type: give at least one type, e.g. --gguf_type q8_0.")
     for name in types:
-        check_gguf_type(name)
+        if name.lower() in K_QUANTS:
+            check_k_quant(name.lower())
+        else:
+            check_gguf_type(name)
     return list(dict.fromkeys(name.lower() for name in types))
 
 
@@ -106,8 +110,16 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
             model = loaded.model.merge_and_unload() if loaded.has_adapter else loaded.model
         for gguf_type in gguf_types:
             log(f"writing {names[gguf_type]}")
-            _write_timed(result, tmp, names[gguf_type], gguf_type,
-                         lambda path, t=gguf_type: write_gguf(model, tokenizer, path, t))
+            if gguf_type in K_QUANTS:  # llama.cpp's quantizer, from an exact f32 file (written once, kept if asked)
+                source = tmp / names.get("f32", f".{prefix}-f32.gguf")
+                if not source.is_file():
+                    write_gguf(model, tokenizer, source, "f32")
+                _write_timed(result, tmp, names[gguf_type], gguf_type,
+                             lambda path, t=gguf_type, s=source: quantize_gguf(s, path, t))
+            else:
+                _write_timed(result, tmp, names[gguf_type], gguf_type,
+                             lambda path, t=gguf_type: write_gguf(model, tokenizer, path, t))
+        (tmp / f".{prefix}-f32.gguf").unlink(missing_ok=True)
         (tmp / "Modelfile").write_text(modelfile, encoding="utf-8")
         if verify:
             if loaded.has_adapter and not lora_only:

@@ -58,8 +58,9 @@ def check_gguf_type(gguf_type: str) -> gguf.GGMLQuantizationType:
         return GGUF_TYPES[key]
     ours = ", ".join(GGUF_TYPES)
     if "_k" in key or key.startswith("iq"):
-        raise UserError(f"--gguf_type {gguf_type}: gguf-py has no quantizer for K-quants and i-quants, so qwentune "
-                        f"writes only {ours}; write f16 or q8_0 and run llama.cpp's llama-quantize for {gguf_type}.")
+        raise UserError(f"--gguf_type {gguf_type}: gguf-py has no quantizer for K-quants and i-quants; qwentune writes "
+                        f"{ours} with it, and K-quants (q4_k_m, ...) through llama.cpp with the llama extra; for "
+                        f"i-quants run llama.cpp's llama-quantize with an importance matrix on the f16 file.")
     raise UserError(f"--gguf_type {gguf_type}: not a type qwentune writes; choose one of {ours}.")
 
 

@@ -25,7 +25,7 @@ from ..inference.generate import answer_all, prompt_text
 from ..models.load import LoadedModel
 
 # GGUF weight types exact enough that greedy replies must not change (f16 keeps 11 significant bits).
-EXACT_GGUF_TYPES = ("F32", "F16")
+EXACT_GGUF_TYPES = ("f32", "f16")
 LLAMA_CPP_HINT = "pip install llama-cpp-python (it compiles llama.cpp: minutes)"
 # (model with its adapter, conversations, max new tokens) -> the server's greedy reply texts, adapter on.
 ServerAnswers = Callable[[LoadedModel, list, int], list[str]]
@@ -68,15 +68,19 @@ def transformers_replies(loaded: LoadedModel, conversations: list[list[dict[str,
     return Replies(name, [a.text for a in answers], [a.tokens for a in answers], must_agree)
 
 
-def gguf_weight_type(path: str | Path) -> str:
-    """The type most of a GGUF file's 2-D weights are stored in ("F16", "Q8_0", ...), read with gguf-py."""
-    from collections import Counter
+def gguf_file_type(path: str | Path) -> str:
+    """A GGUF model file's type as `--gguf_type` names it ("f16", "q8_0", "q4_k_m", ...): its general.file_type
+    (llama.cpp's LlamaFileType), read with gguf-py; "unknown" when the file does not say."""
+    import gguf
 
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    counts = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) == 2)
-    return counts.most_common(1)[0][0] if counts else "F32"
+    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    try:
+        kind = gguf.LlamaFileType(int(field.parts[field.data[0]][0]))
+    except ValueError:
+        return "unknown"
+    return kind.name.lower().removeprefix("all_").removeprefix("mostly_")
 
 
 def llama_cpp_available() -> bool:
@@ -96,7 +100,7 @@ def llama_cpp_replies(gguf_path: str | Path, tokenizer, conversations: list[list
     """
     import llama_cpp
 
-    weight_type = gguf_weight_type(gguf_path)
+    file_type = gguf_file_type(gguf_path)
     prompts = [prompt_text(tokenizer, c) for c in conversations]
     expected_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     context = max(len(ids) for ids in expected_ids) + max_new_tokens + 8
@@ -119,8 +123,8 @@ def llama_cpp_replies(gguf_path: str | Path, tokenizer, conversations: list[list
         texts.append(tokenizer.decode(reply, skip_special_tokens=True).strip())
     llm.close()
     note = f"prompts {mistokenized} tokenized differently from transformers" if mistokenized else ""
-    name = f"GGUF {weight_type.lower()}{' + LoRA' if lora_path else ''} (llama.cpp)"
-    return Replies(name, texts, tokens, weight_type in EXACT_GGUF_TYPES, note)
+    name = f"GGUF {file_type}{' + LoRA' if lora_path else ''} (llama.cpp)"
+    return Replies(name, texts, tokens, file_type in EXACT_GGUF_TYPES, note)
 
 
 def _first_difference(reference: Replies, other: Replies, index: int, tokenizer) -> str:
