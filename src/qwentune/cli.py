@@ -256,6 +256,8 @@ def _verification_inputs(args: argparse.Namespace, extra: list[str], command: st
     to verify with, and the system prompt (--system_prompt, else the one the run trained with)."""
     from .apps.demo import DEMO_QUESTIONS
     from .export.verify import run_system_prompt
+    from .inference.context import model_positions
+    from .inference.generate import prompt_length
     from .inference.prompts import read_questions
     from .models.load import load_for_inference
     from .models.precision import choose_precision
@@ -268,7 +270,14 @@ def _verification_inputs(args: argparse.Namespace, extra: list[str], command: st
                                 choose_precision(bf16=False, fp16=False), cfg.model.trust_remote_code,
                                 log=lambda message: print(message, file=sys.stderr))
     system = cfg.data.system_prompt or run_system_prompt(loaded)
-    return loaded, [q.messages(system) for q in questions], system
+    conversations = [q.messages(system) for q in questions]
+    positions = model_positions(loaded.model)
+    longest = max(prompt_length(loaded.tokenizer, c) for c in conversations)
+    if positions is not None and longest + args.max_new_tokens > positions:
+        raise UserError(f"{command}: the longest prompt ({longest} tokens) plus --max_new_tokens {args.max_new_tokens} "
+                        f"is more than the model's {positions} positions; lower --max_new_tokens to at most "
+                        f"{max(positions - longest, 0)}, or shorten the prompts.")
+    return loaded, conversations, system
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int | None:
@@ -293,12 +302,18 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int | None:
 
 
 def cmd_verify(args: argparse.Namespace, extra: list[str]) -> int | None:
-    from .export.verify import format_table, verify
+    from pathlib import Path
 
-    for path in args.gguf or []:
+    from .export.verify import check_gguf_file, format_table, verify
+    from .models.gguf_source import require_gguf_model
+
+    for path in args.gguf or []:  # before minutes of loading and answering
         if not os.path.isfile(path):
             raise UserError(f"--gguf {path}: no such file; give a .gguf file written by qwentune export.")
+        require_gguf_model(Path(path))
     loaded, conversations, _ = _verification_inputs(args, extra, "verify")
+    for path in args.gguf or []:
+        check_gguf_file(path, loaded)
     server_answers = None
     if args.server == "true":
         from .apps.serve import answers_over_http as server_answers
@@ -457,9 +472,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (kill, a scheduler, a closing terminal): unwinds like Ctrl-C, so what was being written is
+    removed (atomic_output_dir / atomic_output_file clean up on any exception). Training installs its own
+    handler while it runs, which saves a checkpoint instead."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(parser, args, extra)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
     if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare, cmd_demo,
                                   cmd_export, cmd_verify, cmd_serve):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

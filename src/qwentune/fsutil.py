@@ -10,6 +10,7 @@ a plain open() / mkdir() would have given under the user's umask.
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import json
 import os
@@ -181,6 +182,26 @@ def check_output_file(target: str | os.PathLike, option: str = "--output", examp
     _check_parents(target, option)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user (PermissionError), or the platform cannot tell
+        return True
+    return True
+
+
+def remove_abandoned_temporaries(target: str | os.PathLike) -> None:
+    """Remove what atomic_output_dir left beside `target` in a process that was killed (SIGKILL, power loss)
+    before it could clean up: `.NAME.tmp-PID-*` directories whose process is gone. Gigabytes, for a GGUF export."""
+    target = Path(target)
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.tmp-*-*"):
+        pid = leftover.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
+        if leftover.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | os.PathLike, replaces: OutputKind | None,
                       option: str = "--output_dir") -> Iterator[Path]:
@@ -194,7 +215,9 @@ def atomic_output_dir(target: str | os.PathLike, replaces: OutputKind | None,
     target = Path(target)
     check_output_dir(target, replaces, option)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_abandoned_temporaries(target)
+    # The pid in the name tells a later run whether the process that made it is gone (killed mid-write).
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
         give_umask_modes(tmp)
@@ -313,7 +336,7 @@ def hold_output(target: str | os.PathLike, option: str = "--output_dir") -> Iter
                   else "another qwentune process" + (f" (pid {pid})" if pid else ""))
         raise UserError(f"{target} is being written by {holder}; wait for it to finish or choose another "
                         f"{option}.") from None
-    except PermissionError as exc:
+    except OSError as exc:  # no permission, a read-only filesystem, ...
         raise UserError(f"{target}: cannot create its lock file {lock_file} ({exc.strerror}); choose another "
                         f"{option} in a directory you can write.") from None
     try:

@@ -122,3 +122,68 @@ def test_lora_only_without_an_adapter_is_refused(tmp_path, tiny_model_dir, promp
 def test_verify_refuses_a_missing_gguf_file(tmp_path, tiny_model_dir, capsys):
     code = cli.main(["verify", "--model_name_or_path", str(tiny_model_dir), "--gguf", str(tmp_path / "none.gguf")])
     assert code == 2 and "none.gguf" in capsys.readouterr().err
+
+
+def test_verify_refuses_a_file_that_is_not_a_gguf_model_before_loading(tmp_path, capsys):
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model", encoding="utf-8")
+    code = cli.main(["verify", "--model_name_or_path", str(tmp_path / "no-model-needed"), "--gguf", str(text)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a readable GGUF file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_refuses_a_gguf_of_another_model(tmp_path, tiny_model_dir, tiny_tokenizer, prompts_file, capsys):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from qwentune.export.gguf import write_gguf
+
+    narrower = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+    other = write_gguf(narrower, tiny_tokenizer, tmp_path / "other.gguf", "f32")
+    code = cli.main(["verify", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", "null", "--server",
+                     "false", "--prompts_file", str(prompts_file), "--gguf", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and "width 32 (the model: 64)" in err, err
+
+
+def test_max_new_tokens_beyond_the_models_positions_is_refused(tmp_path, tiny_model_dir, trained, prompts_file, capsys):
+    out = tmp_path / "export"
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out),
+                   "--max_new_tokens", "100000") == 2
+    err = capsys.readouterr().err
+    assert "more than the model's 512 positions" in err and not out.exists()
+
+
+def test_sigterm_during_export_leaves_nothing_half_written(tmp_path, tiny_model_dir, trained, prompts_file):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "export"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwentune.cli", "export", "--model_name_or_path", str(tiny_model_dir), "--adapter_path",
+         str(trained / "out"), "--prompts_file", str(prompts_file), "--max_new_tokens", "200", "--output_dir", str(out),
+         "--gguf_type", "f32", "f16"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in process.stderr:
+        if line.startswith("writing model-f32"):  # the temporary directory exists from here on
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    assert "terminated" in rest and "Traceback" not in rest
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".export", "export"))) == []
+
+
+def test_a_killed_exports_temporary_directory_is_removed_by_the_next_export(tmp_path, tiny_model_dir, trained,
+                                                                            prompts_file):
+    import os
+
+    out = tmp_path / "export"
+    dead = tmp_path / ".export.tmp-999999999-abc"  # no such process: a run killed with SIGKILL left it
+    alive = tmp_path / f".export.tmp-{os.getppid()}-abc"  # a running process's: left alone
+    for leftover in (dead, alive):
+        leftover.mkdir()
+        (leftover / "model-f16.gguf").write_bytes(b"half")
+    assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), "--gguf_type", "f32",
+                   "--verify", "false") in (0, None)
+    assert not dead.exists() and alive.is_dir()

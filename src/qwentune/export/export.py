@@ -21,9 +21,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import OutputKind, atomic_output_dir, check_output_dir
 from ..models.load import LoadedModel
-from .gguf import architecture_of, check_gguf_type, write_gguf
+from .gguf import check_gguf_type, check_writable, write_gguf
 from .gguf_lora import write_lora_gguf
-from .gguf_tokenizer import pre_tokenizer_name
 from .llama_quantize import K_QUANTS, check_k_quant, quantize_gguf
 from .modelfile import modelfile_text
 from .verify import Agreement, Replies, agreement, gguf_replies, replies_before_merge, transformers_replies
@@ -44,10 +43,13 @@ def check_gguf_types(types: list[str]) -> list[str]:
     return list(dict.fromkeys(name.lower() for name in types))
 
 
-def check_exportable(loaded: LoadedModel) -> None:
-    """UserError, before minutes of work, for a model or tokenizer write_gguf would refuse."""
-    architecture_of(loaded.model.config)
-    pre_tokenizer_name(loaded.tokenizer)
+def check_exportable(loaded: LoadedModel, lora_only: bool) -> None:
+    """UserError, before minutes of work, for a model or tokenizer write_gguf would refuse, and lora_only
+    without an adapter."""
+    if lora_only and not loaded.has_adapter:
+        raise UserError("--lora_only writes the adapter as a GGUF LoRA; give --adapter_path with an adapter.")
+    model = loaded.model.get_base_model() if loaded.has_adapter else loaded.model
+    check_writable(model, loaded.tokenizer)
 
 
 def check_export_dir(output_dir: str | Path) -> None:
@@ -86,9 +88,7 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
     merged in place. UserError: lora_only without an adapter, an output_dir check_export_dir refuses.
     """
     check_export_dir(output_dir)
-    if lora_only and not loaded.has_adapter:
-        raise UserError("--lora_only writes the adapter as a GGUF LoRA; give --adapter_path with an adapter.")
-    check_exportable(loaded)
+    check_exportable(loaded, lora_only)
     prefix = "base" if lora_only else "model"
     names = {t: f"{prefix}-{t}.gguf" for t in gguf_types}
     adapter_name = "adapter.gguf" if lora_only else None

@@ -61,7 +61,8 @@ def check_gguf_type(gguf_type: str) -> gguf.GGMLQuantizationType:
         raise UserError(f"--gguf_type {gguf_type}: gguf-py has no quantizer for K-quants and i-quants; qwentune writes "
                         f"{ours} with it, and K-quants (q4_k_m, ...) through llama.cpp with the llama extra; for "
                         f"i-quants run llama.cpp's llama-quantize with an importance matrix on the f16 file.")
-    raise UserError(f"--gguf_type {gguf_type}: not a type qwentune writes; choose one of {ours}.")
+    raise UserError(f"--gguf_type {gguf_type}: not a type qwentune writes; choose one of {ours}, or a K-quant "
+                    f"(q4_k_m, q5_k_m, q6_k, ...: written through llama.cpp with the llama extra).")
 
 
 def architecture_of(config, class_name: str | None = None) -> tuple[gguf.MODEL_ARCH, bool]:
@@ -171,7 +172,20 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, config, rows: int) -> None:
                                                  or config.max_position_embeddings))
     elif kind not in (None, "default"):
         raise UserError(f"GGUF export: the model's rope scaling '{kind}' is not written by qwentune (default, linear "
-                        f"and yarn are); export with --merge and convert with llama.cpp's convert_hf_to_gguf.py.")
+                        f"and yarn are); merge with `qwentune infer --merge DIR` and convert DIR with llama.cpp's convert_hf_to_gguf.py.")
+
+
+def check_writable(model, tokenizer) -> None:
+    """UserError now, before minutes of work, for whatever write_gguf would refuse in the model's architecture, its
+    rope scaling or its tokenizer: the file's key-values are built in memory and dropped (no tensor is touched)."""
+    arch, _ = architecture_of(model.config, type(model).__name__)
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch])
+    try:
+        rows = model.get_input_embeddings().weight.shape[0]
+        _add_hyperparameters(writer, model.config, rows)
+        add_tokenizer(writer, tokenizer, rows)
+    finally:
+        writer.close()
 
 
 def write_gguf(model, tokenizer, path: str | os.PathLike, gguf_type: str, *, name: str | None = None) -> Path:

@@ -60,7 +60,7 @@ def pre_tokenizer_name(tokenizer, spec: dict | None = None) -> str:
         described = " + ".join(_describe(step) for step in steps) or "none"
         raise UserError(f"GGUF export: the tokenizer's pre-tokenizer {described} has no llama.cpp equivalent that "
                         f"qwentune knows (Qwen2/Qwen3, Llama 3, SmolLM2 and GPT-2 splits), so llama.cpp would "
-                        f"tokenize differently; export with --merge and convert with llama.cpp's converter.")
+                        f"tokenize differently; merge with `qwentune infer --merge DIR` and convert DIR with llama.cpp's converter.")
     return name
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import GenerationConfig
+from ..errors import UserError
 from ..inference.generate import answer_all, prompt_text
 from ..models.load import LoadedModel
 
@@ -81,6 +82,34 @@ def gguf_file_type(path: str | Path) -> str:
     except ValueError:
         return "unknown"
     return kind.name.lower().removeprefix("all_").removeprefix("mostly_")
+
+
+def check_gguf_file(path: str | Path, loaded: LoadedModel) -> None:
+    """UserError unless `path` is a readable GGUF model file shaped like `loaded`'s model (architecture, layers,
+    width, embedding rows): a file of another model would only show up as replies that differ."""
+    import gguf
+
+    from ..models.gguf_source import require_gguf_model
+
+    require_gguf_model(Path(path))  # UserError for a file that is not GGUF, cut short, or a LoRA adapter
+    reader = gguf.GGUFReader(str(path))
+
+    def value(key: str):
+        field = reader.get_field(key)
+        return field.contents() if field is not None else None
+
+    model = loaded.model.get_base_model() if loaded.has_adapter else loaded.model
+    arch = value("general.architecture")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    found = {"layers": value(f"{arch}.block_count"), "width": value(f"{arch}.embedding_length"),
+             "vocabulary": len(tokens.data) if tokens is not None else None}
+    expected = {"layers": model.config.num_hidden_layers, "width": model.config.hidden_size,
+                "vocabulary": model.get_input_embeddings().weight.shape[0]}
+    differing = [f"{key} {found[key]} (the model: {expected[key]})" for key in expected
+                 if found[key] != expected[key]]
+    if differing:
+        raise UserError(f"--gguf {path}: a {arch} model with {', '.join(differing)}, not the model being verified; "
+                        f"give a GGUF file exported from this base and adapter.")
 
 
 def llama_cpp_available() -> bool:
