@@ -304,3 +304,12 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_model_dir, capsys
     assert code == 2
     err = capsys.readouterr().err
     assert "--port" in err and "/no/such/model" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_api_key_is_refused_in_one_line_before_the_model_loads(monkeypatch, capsys):
+    monkeypatch.delenv("QWENTUNE_API_KEY", raising=False)
+    code = main(["serve", "--api_key", "", "--port", "0", "--model_name_or_path", "/no/such/model",
+                 "--adapter_path", "null"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--api_key is empty" in err and "/no/such/model" not in err
+    assert len(err.strip().splitlines()) == 1
