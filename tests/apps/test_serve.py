@@ -232,6 +232,12 @@ BAD = [  # (body, status, param)
     ({"model": "finetuned", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, "max_tokens"),
     ({"model": "finetuned", "messages": [{"role": "user", "content": "hi " * 600}]}, 400, "messages"),
     ([1, 2], 400, None),
+    ({"model": "finetuned", "messages": [{"role": ["user"], "content": "hi"}]}, 400, "messages[0].role"),
+    ({"model": "finetuned", "messages": [{"role": {"a": 1}, "content": "hi"}]}, 400, "messages[0].role"),
+    ({"model": "finetuned", "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages[0].content"),
+    ({"model": "finetuned", "messages": [{"role": "user", "content": [{"type": "text", "text": "a\udfff"}]}]},
+     400, "messages[0].content"),
+    ({"model": "\ud800", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
 ]
 
 
@@ -244,6 +250,19 @@ def test_a_bad_request_gets_an_openai_error_and_the_server_goes_on(server, clien
     question = QA[3][0]
     again = client.chat.completions.create(model="finetuned", messages=conversation(question))
     assert again.choices[0].message.content == expected[("finetuned", question)].text
+
+
+BAD_COMPLETIONS = [  # (body, param)
+    ({"model": "base", "prompt": "\udfff"}, "prompt"),
+    ({"model": "base", "prompt": ["x\ud800"]}, "prompt"),
+]
+
+
+@pytest.mark.parametrize("body,param", BAD_COMPLETIONS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD_COMPLETIONS)])
+def test_a_bad_completion_request_gets_a_400_and_the_server_goes_on(server, client, body, param):
+    got, answer = post(f"{server}/completions", body)
+    assert got == 400 and answer["error"]["param"] == param and answer["error"]["message"]
+    assert client.models.list().data
 
 
 def test_malformed_json_wrong_keys_and_unknown_paths(server, client):
