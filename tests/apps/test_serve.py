@@ -175,6 +175,15 @@ def test_sixteen_requests_waiting_together_are_answered_in_one_batch_per_name(lo
     assert batcher.stats == {"batches": 2, "rows": 16, "dropped": 0}
 
 
+def test_a_temperature_too_small_to_sample_with_is_greedy(client, expected):
+    """1e-300 would overflow the logits to inf (torch: probabilities contain nan); below 1e-5 is greedy."""
+    question = QA[2][0]
+    for temperature in (1e-300, 1e-6):
+        answer = client.chat.completions.create(model="finetuned", messages=conversation(question),
+                                                temperature=temperature, seed=3)
+        assert answer.choices[0].message.content == expected[("finetuned", question)].text
+
+
 def test_a_seeded_sampled_answer_repeats_and_equals_generate_batch_with_that_seed(loaded, expected):
     """Three identical seeded requests waiting together: each is answered alone (the rows of a batch would draw
     different samples from one generator), each the same as generate_batch with that seed."""
@@ -238,6 +247,8 @@ BAD = [  # (body, status, param)
     ({"model": "finetuned", "messages": [{"role": "user", "content": [{"type": "text", "text": "a\udfff"}]}]},
      400, "messages[0].content"),
     ({"model": "\ud800", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 1, "seed": 2**100}, 400, "seed"),
+    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 1, "seed": -1}, 400, "seed"),
 ]
 
 

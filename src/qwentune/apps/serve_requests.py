@@ -4,7 +4,7 @@ what it turns into (the prompt's tokens, a token limit that fits the model's pos
 batcher groups by). Every mistake is an ApiError that the server answers with OpenAI's error body
 {"error": {"message", "type", "param", "code"}} and a 4xx status; nothing here touches the model.
 
-OpenAI semantics: temperature 0 is greedy; no temperature means the configured generation settings; top_p
+OpenAI semantics: temperature 0 is greedy (and so is one below batching.GREEDY_BELOW, 1e-5); no temperature means the configured generation settings; top_p
 applies when sampling; a seed makes a sampled answer repeat (such a request is answered alone, see
 batching.Sampling), and without one every sampled answer is drawn afresh; max_tokens (or
 max_completion_tokens) defaults to the configured max_new_tokens, shortened to what the model's positions
@@ -25,6 +25,7 @@ from ..inference.prompts import is_utf8_text
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOPS = 4  # OpenAI's limit on stop strings
+MAX_SEED = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -153,6 +154,8 @@ def _parsed(body: dict, served: Served, prompt_ids: list[int]) -> Parsed:
     temperature = _number(body.get("temperature"), "temperature", 0.0, 2.0)
     top_p = _number(body.get("top_p"), "top_p", 0.0, 1.0, low_open=True)
     seed = _integer(body.get("seed"), "seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:  # torch's generator takes a 64-bit seed
+        raise ApiError(400, f"'seed' is {seed}; it must be from 0 to {MAX_SEED} (2**63 - 1).", "seed")
     do_sample = settings.do_sample if temperature is None else temperature > 0
     sampling = Sampling.of(served.names[model], do_sample, settings.temperature if temperature is None else temperature,
                            settings.top_p if top_p is None else top_p, settings.repetition_penalty,
