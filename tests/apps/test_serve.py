@@ -3,7 +3,9 @@ trained adapter, asked with the real `openai` client (and with plain HTTP for re
 send)."""
 
 import dataclasses
+import errno
 import json
+import os
 import socket
 import threading
 import urllib.error
@@ -326,7 +328,7 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_model_dir, capsys
     taken.listen()
     port = taken.getsockname()[1]
     try:
-        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}: the port is in use by another program"):
             bind("127.0.0.1", port)
         code = main(["serve", "--port", str(port), "--model_name_or_path", "/no/such/model", "--adapter_path", "null"])
     finally:
@@ -343,3 +345,20 @@ def test_an_empty_api_key_is_refused_in_one_line_before_the_model_loads(monkeypa
     err = capsys.readouterr().err
     assert code == 2 and "--api_key is empty" in err and "/no/such/model" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_port_that_cannot_be_bound_says_why_by_errno(monkeypatch):
+    with pytest.raises(UserError, match="192.0.2.1 is not an address of this machine"):  # TEST-NET-1, nobody's
+        bind("192.0.2.1", 0)
+
+    def refused(code):
+        def fake_bind(self, address):
+            raise OSError(code, os.strerror(code))
+        return fake_bind
+
+    monkeypatch.setattr(socket.socket, "bind", refused(errno.EACCES))  # as a user other than root gets
+    with pytest.raises(UserError, match="ports below 1024 need root"):
+        bind("127.0.0.1", 80)
+    monkeypatch.setattr(socket.socket, "bind", refused(errno.EINVAL))
+    with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:8000: {os.strerror(errno.EINVAL)}"):
+        bind("127.0.0.1", 8000)

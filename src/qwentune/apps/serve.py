@@ -22,6 +22,7 @@ is done here the same way, over qwentune's own loading and generation.
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition.
 import asyncio
+import errno
 import hmac
 import json
 import socket
@@ -221,10 +222,21 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UserError(f"serve: cannot listen on {host}:{port} ({exc.strerror}); another program may be using the "
-                        f"port: choose another with --port, or stop that program.") from None
+        raise UserError(f"serve: cannot listen on {host}:{port}: {_bind_failure(exc, host, port)}.") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _bind_failure(exc: OSError, host: str, port: int) -> str:
+    """Why a bind failed, in words that say what to change (by errno; otherwise the system's own message)."""
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use by another program; choose another with --port, or stop that program"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; give one of its addresses with --host (127.0.0.1: this " \
+               f"machine only, 0.0.0.0: all)"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return "ports below 1024 need root; choose one from 1024 up with --port"
+    return f"{exc.strerror or exc}"
 
 
 def served_names(loaded, model_name_or_path: str, adapter_path: str | None) -> dict[str, bool]:
