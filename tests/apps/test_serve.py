@@ -268,6 +268,12 @@ def test_a_bad_request_gets_an_openai_error_and_the_server_goes_on(server, clien
 BAD_COMPLETIONS = [  # (body, param)
     ({"model": "base", "prompt": "\udfff"}, "prompt"),
     ({"model": "base", "prompt": ["x\ud800"]}, "prompt"),
+    ({"model": "base", "prompt": "hi", "echo": True}, "echo"),
+    ({"model": "base", "prompt": "hi", "echo": 1}, "echo"),
+    ({"model": "base", "prompt": "hi", "best_of": True}, "best_of"),
+    ({"model": "base", "prompt": "hi", "best_of": 2}, "best_of"),
+    ({"model": "base", "prompt": "hi", "suffix": "end"}, "suffix"),
+    ({"model": "base", "prompt": "hi", "suffix": 1}, "suffix"),
 ]
 
 

@@ -78,8 +78,12 @@ def parse_completion(body, served: Served) -> Parsed:
     if not prompt:
         raise ApiError(400, "'prompt' is empty; give the text to continue.", "prompt")
     _utf8(prompt, "prompt")
-    for unsupported in ("echo", "best_of", "suffix"):
-        if body.get(unsupported) not in (None, False, 1, ""):
+    # By identity and type: `True in (None, False, 1, "")` holds in Python (True == 1), which let echo: true in.
+    harmless = {"echo": lambda v: v is None or v is False,
+                "best_of": lambda v: v is None or (type(v) is int and v == 1),
+                "suffix": lambda v: v is None or v == ""}
+    for unsupported, fine in harmless.items():
+        if not fine(body.get(unsupported)):
             raise ApiError(400, f"'{unsupported}' is not supported by this server; leave it out.", unsupported)
     # As the model reads plain text (with its tokenizer's special tokens); the reply is kept as generated.
     return dataclasses.replace(_parsed(body, served, served.tokenizer(prompt)["input_ids"]), strip=False)
