@@ -288,6 +288,15 @@ def test_malformed_json_wrong_keys_and_unknown_paths(server, client):
     status, answer = post(f"{server}/chat/completions", None, raw=b'{"model": "finetuned", "messages": [')
     assert status == 400 and "not valid JSON" in answer["error"]["message"]
     assert post(f"{server}/chat/completions", {"model": "base"}, key="wrong")[0] == 401
+    for header in (f"bearer {KEY}", f"BEARER  {KEY}"):  # the scheme is case-insensitive (RFC 7235)
+        request = urllib.request.Request(f"{server}/models", headers={"Authorization": header})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
+    for header in (f"Bearer {KEY.upper()}", f"Basic {KEY}", KEY, f"Bearer{KEY}"):
+        request = urllib.request.Request(f"{server}/models", headers={"Authorization": header})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 401
     status, answer = post(f"{server}/chat/completions", {"model": "base"}, key=None)
     assert status == 401 and answer["error"]["code"] == "invalid_api_key"
     assert post(f"{server}/embeddings", {"model": "base"})[0] == 404

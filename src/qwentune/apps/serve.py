@@ -58,8 +58,9 @@ def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
 
     def check_key(request: HttpRequest) -> None:
         if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 7235: "bearer KEY" is as good as "Bearer KEY"); the key is not.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
                 raise ApiError(401, "missing or wrong API key; send the key given to `qwentune serve --api_key` as "
                                     "'Authorization: Bearer KEY'.", code="invalid_api_key")
 
