@@ -377,3 +377,83 @@ def test_a_port_that_cannot_be_bound_says_why_by_errno(monkeypatch):
     monkeypatch.setattr(socket.socket, "bind", refused(errno.EINVAL))
     with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:8000: {os.strerror(errno.EINVAL)}"):
         bind("127.0.0.1", 8000)
+
+
+def raw_request(url, head: bytes, then: bytes = b"") -> tuple[int, dict]:
+    """(status, JSON body) of a request written by hand on a socket: `head` (request line and headers, up to
+    the blank line) and `then`, part of a body; the answer is read until the server closes the connection."""
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + then)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_body_over_4_mib_is_413_before_it_is_read(server, client):
+    big = 4 * 2**20 + 1
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {big}\r\n\r\n").encode()
+    status, answer = raw_request(server, head, b"{" + b" " * 1000)  # told by Content-Length: not waited for
+    assert status == 413 and answer["error"]["code"] == "request_too_large"
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b" " * 2**20  # found while reading: "{" and 4 MiB, and no more (unread bytes would reset the socket)
+    body = b"".join(b"%x\r\n%b\r\n" % (len(chunk), chunk) for _ in range(4))
+    status, answer = raw_request(server, head, b"1\r\n{\r\n" + body)
+    assert status == 413 and set(answer["error"]) == {"message", "type", "param", "code"}
+    assert client.models.list().data
+
+
+def test_a_request_being_checked_does_not_hold_up_other_clients(server, client, monkeypatch):
+    """Checking and tokenizing a body runs in a worker thread: /health answers while it is under way."""
+    from qwentune.apps import serve
+
+    started, release = threading.Event(), threading.Event()
+    real = serve.parse_chat
+
+    def slow_parse(body, served):
+        started.set()
+        release.wait(20)
+        return real(body, served)
+
+    monkeypatch.setattr(serve, "parse_chat", slow_parse)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(post, f"{server}/chat/completions", {"model": "finetuned",
+                                                                  "messages": conversation(QA[0][0])})
+        try:
+            assert started.wait(20)
+            with urllib.request.urlopen(f"{server.rsplit('/v1', 1)[0]}/health", timeout=3) as response:
+                assert json.loads(response.read()) == {"status": "ok"}
+        finally:
+            release.set()
+        assert waiting.result(60)[0] == 200
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_not_an_error(loaded):
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    batcher, running = start(loaded)  # uvicorn's logging set-up first: it removes the handlers it finds
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        with running as url:
+            host, port = url.split("//")[1].split("/")[0].split(":")
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"mo".encode())
+                threading.Event().wait(0.2)  # the handler is reading the body
+            state = running.server.server_state
+            for _ in range(500):  # until the server has finished with the connection and its request
+                if not state.connections and not state.tasks:
+                    break
+                threading.Event().wait(0.01)
+            threading.Event().wait(0.1)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+        batcher.close(timeout=10)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
