@@ -175,8 +175,9 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> None:
     from .apps.serve import serve
 
     cfg = _config_with_options(args.config, extra, SERVE_KEYS, "serve")
-    serve(cfg, args.host, args.port, args.api_key or os.environ.get("QWENTUNE_API_KEY"), args.max_queue,
-          args.max_batch_size)
+    # `--api_key ""` is an empty key, which serve refuses; only a missing option falls back to the environment.
+    api_key = args.api_key if args.api_key is not None else os.environ.get("QWENTUNE_API_KEY")
+    serve(cfg, args.host, args.port, api_key, args.max_queue, args.max_batch_size)
 
 
 def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:

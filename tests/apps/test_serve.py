@@ -3,7 +3,9 @@ trained adapter, asked with the real `openai` client (and with plain HTTP for re
 send)."""
 
 import dataclasses
+import errno
 import json
+import os
 import socket
 import threading
 import urllib.error
@@ -175,6 +177,15 @@ def test_sixteen_requests_waiting_together_are_answered_in_one_batch_per_name(lo
     assert batcher.stats == {"batches": 2, "rows": 16, "dropped": 0}
 
 
+def test_a_temperature_too_small_to_sample_with_is_greedy(client, expected):
+    """1e-300 would overflow the logits to inf (torch: probabilities contain nan); below 1e-5 is greedy."""
+    question = QA[2][0]
+    for temperature in (1e-300, 1e-6):
+        answer = client.chat.completions.create(model="finetuned", messages=conversation(question),
+                                                temperature=temperature, seed=3)
+        assert answer.choices[0].message.content == expected[("finetuned", question)].text
+
+
 def test_a_seeded_sampled_answer_repeats_and_equals_generate_batch_with_that_seed(loaded, expected):
     """Three identical seeded requests waiting together: each is answered alone (the rows of a batch would draw
     different samples from one generator), each the same as generate_batch with that seed."""
@@ -232,6 +243,14 @@ BAD = [  # (body, status, param)
     ({"model": "finetuned", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, "max_tokens"),
     ({"model": "finetuned", "messages": [{"role": "user", "content": "hi " * 600}]}, 400, "messages"),
     ([1, 2], 400, None),
+    ({"model": "finetuned", "messages": [{"role": ["user"], "content": "hi"}]}, 400, "messages[0].role"),
+    ({"model": "finetuned", "messages": [{"role": {"a": 1}, "content": "hi"}]}, 400, "messages[0].role"),
+    ({"model": "finetuned", "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages[0].content"),
+    ({"model": "finetuned", "messages": [{"role": "user", "content": [{"type": "text", "text": "a\udfff"}]}]},
+     400, "messages[0].content"),
+    ({"model": "\ud800", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 1, "seed": 2**100}, 400, "seed"),
+    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 1, "seed": -1}, 400, "seed"),
 ]
 
 
@@ -246,10 +265,38 @@ def test_a_bad_request_gets_an_openai_error_and_the_server_goes_on(server, clien
     assert again.choices[0].message.content == expected[("finetuned", question)].text
 
 
+BAD_COMPLETIONS = [  # (body, param)
+    ({"model": "base", "prompt": "\udfff"}, "prompt"),
+    ({"model": "base", "prompt": ["x\ud800"]}, "prompt"),
+    ({"model": "base", "prompt": "hi", "echo": True}, "echo"),
+    ({"model": "base", "prompt": "hi", "echo": 1}, "echo"),
+    ({"model": "base", "prompt": "hi", "best_of": True}, "best_of"),
+    ({"model": "base", "prompt": "hi", "best_of": 2}, "best_of"),
+    ({"model": "base", "prompt": "hi", "suffix": "end"}, "suffix"),
+    ({"model": "base", "prompt": "hi", "suffix": 1}, "suffix"),
+]
+
+
+@pytest.mark.parametrize("body,param", BAD_COMPLETIONS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD_COMPLETIONS)])
+def test_a_bad_completion_request_gets_a_400_and_the_server_goes_on(server, client, body, param):
+    got, answer = post(f"{server}/completions", body)
+    assert got == 400 and answer["error"]["param"] == param and answer["error"]["message"]
+    assert client.models.list().data
+
+
 def test_malformed_json_wrong_keys_and_unknown_paths(server, client):
     status, answer = post(f"{server}/chat/completions", None, raw=b'{"model": "finetuned", "messages": [')
     assert status == 400 and "not valid JSON" in answer["error"]["message"]
     assert post(f"{server}/chat/completions", {"model": "base"}, key="wrong")[0] == 401
+    for header in (f"bearer {KEY}", f"BEARER  {KEY}"):  # the scheme is case-insensitive (RFC 7235)
+        request = urllib.request.Request(f"{server}/models", headers={"Authorization": header})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
+    for header in (f"Bearer {KEY.upper()}", f"Basic {KEY}", KEY, f"Bearer{KEY}"):
+        request = urllib.request.Request(f"{server}/models", headers={"Authorization": header})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 401
     status, answer = post(f"{server}/chat/completions", {"model": "base"}, key=None)
     assert status == 401 and answer["error"]["code"] == "invalid_api_key"
     assert post(f"{server}/embeddings", {"model": "base"})[0] == 404
@@ -296,7 +343,7 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_model_dir, capsys
     taken.listen()
     port = taken.getsockname()[1]
     try:
-        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}: the port is in use by another program"):
             bind("127.0.0.1", port)
         code = main(["serve", "--port", str(port), "--model_name_or_path", "/no/such/model", "--adapter_path", "null"])
     finally:
@@ -304,3 +351,109 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_model_dir, capsys
     assert code == 2
     err = capsys.readouterr().err
     assert "--port" in err and "/no/such/model" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_api_key_is_refused_in_one_line_before_the_model_loads(monkeypatch, capsys):
+    monkeypatch.delenv("QWENTUNE_API_KEY", raising=False)
+    code = main(["serve", "--api_key", "", "--port", "0", "--model_name_or_path", "/no/such/model",
+                 "--adapter_path", "null"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--api_key is empty" in err and "/no/such/model" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_port_that_cannot_be_bound_says_why_by_errno(monkeypatch):
+    with pytest.raises(UserError, match="192.0.2.1 is not an address of this machine"):  # TEST-NET-1, nobody's
+        bind("192.0.2.1", 0)
+
+    def refused(code):
+        def fake_bind(self, address):
+            raise OSError(code, os.strerror(code))
+        return fake_bind
+
+    monkeypatch.setattr(socket.socket, "bind", refused(errno.EACCES))  # as a user other than root gets
+    with pytest.raises(UserError, match="ports below 1024 need root"):
+        bind("127.0.0.1", 80)
+    monkeypatch.setattr(socket.socket, "bind", refused(errno.EINVAL))
+    with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:8000: {os.strerror(errno.EINVAL)}"):
+        bind("127.0.0.1", 8000)
+
+
+def raw_request(url, head: bytes, then: bytes = b"") -> tuple[int, dict]:
+    """(status, JSON body) of a request written by hand on a socket: `head` (request line and headers, up to
+    the blank line) and `then`, part of a body; the answer is read until the server closes the connection."""
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + then)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_body_over_4_mib_is_413_before_it_is_read(server, client):
+    big = 4 * 2**20 + 1
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {big}\r\n\r\n").encode()
+    status, answer = raw_request(server, head, b"{" + b" " * 1000)  # told by Content-Length: not waited for
+    assert status == 413 and answer["error"]["code"] == "request_too_large"
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b" " * 2**20  # found while reading: "{" and 4 MiB, and no more (unread bytes would reset the socket)
+    body = b"".join(b"%x\r\n%b\r\n" % (len(chunk), chunk) for _ in range(4))
+    status, answer = raw_request(server, head, b"1\r\n{\r\n" + body)
+    assert status == 413 and set(answer["error"]) == {"message", "type", "param", "code"}
+    assert client.models.list().data
+
+
+def test_a_request_being_checked_does_not_hold_up_other_clients(server, client, monkeypatch):
+    """Checking and tokenizing a body runs in a worker thread: /health answers while it is under way."""
+    from qwentune.apps import serve
+
+    started, release = threading.Event(), threading.Event()
+    real = serve.parse_chat
+
+    def slow_parse(body, served):
+        started.set()
+        release.wait(20)
+        return real(body, served)
+
+    monkeypatch.setattr(serve, "parse_chat", slow_parse)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(post, f"{server}/chat/completions", {"model": "finetuned",
+                                                                  "messages": conversation(QA[0][0])})
+        try:
+            assert started.wait(20)
+            with urllib.request.urlopen(f"{server.rsplit('/v1', 1)[0]}/health", timeout=3) as response:
+                assert json.loads(response.read()) == {"status": "ok"}
+        finally:
+            release.set()
+        assert waiting.result(60)[0] == 200
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_not_an_error(loaded):
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    batcher, running = start(loaded)  # uvicorn's logging set-up first: it removes the handlers it finds
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        with running as url:
+            host, port = url.split("//")[1].split("/")[0].split(":")
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"mo".encode())
+                threading.Event().wait(0.2)  # the handler is reading the body
+            state = running.server.server_state
+            for _ in range(500):  # until the server has finished with the connection and its request
+                if not state.connections and not state.tasks:
+                    break
+                threading.Event().wait(0.01)
+            threading.Event().wait(0.1)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+        batcher.close(timeout=10)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []

@@ -22,6 +22,7 @@ is done here the same way, over qwentune's own loading and generation.
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition.
 import asyncio
+import errno
 import hmac
 import json
 import socket
@@ -33,6 +34,13 @@ from ..inference.batching import Batcher, Delta, Failed, Finished, QueueFull, Re
 from .serve_requests import ApiError, Parsed, Served, parse_chat, parse_completion
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# A request body larger than this is refused (413) before it is read whole: an 8 MB chat took ~24 s to check
+# and tokenize. 4 MiB is far above what a model's positions hold (32k tokens are ~128 KB of text).
+MAX_BODY = 4 * 1024 * 1024
+
+
+class _Gone(Exception):
+    """The client disconnected while sending its request: there is nobody to answer."""
 
 
 def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
@@ -40,7 +48,8 @@ def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
     given, every /v1 request must carry `Authorization: Bearer <api_key>` (else 401)."""
     from fastapi import FastAPI
     from fastapi import Request as HttpRequest
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
     app = FastAPI(title="qwentune", docs_url=None, redoc_url=None, openapi_url=None)
@@ -48,8 +57,13 @@ def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
 
     @app.exception_handler(ApiError)
     async def api_error(_request, error: ApiError):
-        headers = {"Retry-After": "1"} if error.status == 503 else None
+        # 413: the rest of the body is not read, so the connection cannot carry another request.
+        headers = {503: {"Retry-After": "1"}, 413: {"Connection": "close"}}.get(error.status)
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+    @app.exception_handler(_Gone)  # quietly: the disconnect is the client's choice, not the server's error
+    async def gone(_request, _error: _Gone):
+        return Response(status_code=499)
 
     @app.exception_handler(HTTPException)  # unknown paths and methods, in the same error body
     async def http_error(_request, error: HTTPException):
@@ -57,8 +71,9 @@ def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
 
     def check_key(request: HttpRequest) -> None:
         if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 7235: "bearer KEY" is as good as "Bearer KEY"); the key is not.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
                 raise ApiError(401, "missing or wrong API key; send the key given to `qwentune serve --api_key` as "
                                     "'Authorization: Bearer KEY'.", code="invalid_api_key")
 
@@ -81,12 +96,15 @@ def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HttpRequest):
         check_key(request)
-        return await _answer(request, parse_chat(await _json(request), served), "chat")
+        # Checking and tokenizing a long body takes CPU time: in a thread, so the event loop serves others meanwhile.
+        parsed = await run_in_threadpool(parse_chat, await _json(request), served)
+        return await _answer(request, parsed, "chat")
 
     @app.post("/v1/completions")
     async def completions(request: HttpRequest):
         check_key(request)
-        return await _answer(request, parse_completion(await _json(request), served), "text")
+        parsed = await run_in_threadpool(parse_completion, await _json(request), served)
+        return await _answer(request, parsed, "text")
 
     async def _answer(http: HttpRequest, parsed: Parsed, kind: str):
         loop = asyncio.get_running_loop()
@@ -113,9 +131,27 @@ def create_app(served: Served, batcher: Batcher, api_key: str | None = None):
 
 
 async def _json(request):
-    raw = await request.body()
+    """The request body parsed as JSON (in a worker thread); 413 beyond MAX_BODY, told by Content-Length or
+    found while reading; _Gone when the client disconnects before it has sent it all."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
+
+    too_large = ApiError(413, f"the request body is larger than {MAX_BODY // 2**20} MiB; shorten the prompt.",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    chunks, size = [], 0
     try:
-        return json.loads(raw)
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _Gone() from None
+    try:
+        return await run_in_threadpool(json.loads, b"".join(chunks))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, f"the request body is not valid JSON ({exc}); send a JSON object.") from None
 
@@ -221,10 +257,21 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UserError(f"serve: cannot listen on {host}:{port} ({exc.strerror}); another program may be using the "
-                        f"port: choose another with --port, or stop that program.") from None
+        raise UserError(f"serve: cannot listen on {host}:{port}: {_bind_failure(exc, host, port)}.") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _bind_failure(exc: OSError, host: str, port: int) -> str:
+    """Why a bind failed, in words that say what to change (by errno; otherwise the system's own message)."""
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use by another program; choose another with --port, or stop that program"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; give one of its addresses with --host (127.0.0.1: this " \
+               f"machine only, 0.0.0.0: all)"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return "ports below 1024 need root; choose one from 1024 up with --port"
+    return f"{exc.strerror or exc}"
 
 
 def served_names(loaded, model_name_or_path: str, adapter_path: str | None) -> dict[str, bool]:

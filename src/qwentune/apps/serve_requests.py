@@ -4,7 +4,7 @@ what it turns into (the prompt's tokens, a token limit that fits the model's pos
 batcher groups by). Every mistake is an ApiError that the server answers with OpenAI's error body
 {"error": {"message", "type", "param", "code"}} and a 4xx status; nothing here touches the model.
 
-OpenAI semantics: temperature 0 is greedy; no temperature means the configured generation settings; top_p
+OpenAI semantics: temperature 0 is greedy (and so is one below batching.GREEDY_BELOW, 1e-5); no temperature means the configured generation settings; top_p
 applies when sampling; a seed makes a sampled answer repeat (such a request is answered alone, see
 batching.Sampling), and without one every sampled answer is drawn afresh; max_tokens (or
 max_completion_tokens) defaults to the configured max_new_tokens, shortened to what the model's positions
@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from ..config import GenerationConfig
 from ..inference.batching import Sampling
 from ..inference.generate import prompt_text
+from ..inference.prompts import is_utf8_text
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOPS = 4  # OpenAI's limit on stop strings
+MAX_SEED = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -75,8 +77,13 @@ def parse_completion(body, served: Served) -> Parsed:
         raise ApiError(400, "'prompt' must be a string (one prompt per request).", "prompt")
     if not prompt:
         raise ApiError(400, "'prompt' is empty; give the text to continue.", "prompt")
-    for unsupported in ("echo", "best_of", "suffix"):
-        if body.get(unsupported) not in (None, False, 1, ""):
+    _utf8(prompt, "prompt")
+    # By identity and type: `True in (None, False, 1, "")` holds in Python (True == 1), which let echo: true in.
+    harmless = {"echo": lambda v: v is None or v is False,
+                "best_of": lambda v: v is None or (type(v) is int and v == 1),
+                "suffix": lambda v: v is None or v == ""}
+    for unsupported, fine in harmless.items():
+        if not fine(body.get(unsupported)):
             raise ApiError(400, f"'{unsupported}' is not supported by this server; leave it out.", unsupported)
     # As the model reads plain text (with its tokenizer's special tokens); the reply is kept as generated.
     return dataclasses.replace(_parsed(body, served, served.tokenizer(prompt)["input_ids"]), strip=False)
@@ -95,9 +102,10 @@ def _messages(messages, system_prompt: str | None) -> list[dict[str, str]]:
         where = f"messages[{index}]"
         if not isinstance(message, dict):
             raise ApiError(400, f"{where} must be an object with 'role' and 'content'.", where)
-        role = ROLES.get(message.get("role"))
+        given = message.get("role")
+        role = ROLES.get(given) if isinstance(given, str) else None  # a list or object is no role (nor hashable)
         if role is None:
-            raise ApiError(400, f"{where}.role is {message.get('role')!r}; use system, user or assistant.",
+            raise ApiError(400, f"{where}.role is {given!r}; use system, user or assistant.",
                            f"{where}.role")
         if role == "system" and index != 0:
             raise ApiError(400, f"{where} is a system message; only the first message may be one.", f"{where}.role")
@@ -111,11 +119,20 @@ def _messages(messages, system_prompt: str | None) -> list[dict[str, str]]:
 
 def _content(content, where: str) -> str:
     if isinstance(content, str):
-        return content
+        return _utf8(content, where)
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
                                          and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
+        return _utf8("".join(p["text"] for p in content), where)
     raise ApiError(400, f"{where} must be text (a string, or a list of {{type: text, text}} parts).", where)
+
+
+def _utf8(text: str, where: str) -> str:
+    """`text`, or 400 when it holds a lone surrogate (JSON's "\\ud800" escapes one): such text is no Unicode
+    the tokenizer can read, and it would otherwise fail there (500)."""
+    if not is_utf8_text(text):
+        raise ApiError(400, f"{where} is not valid UTF-8 text: it holds a lone surrogate (an unpaired \\ud800-"
+                            f"\\udfff escape); send UTF-8 text.", where)
+    return text
 
 
 def _parsed(body: dict, served: Served, prompt_ids: list[int]) -> Parsed:
@@ -123,7 +140,8 @@ def _parsed(body: dict, served: Served, prompt_ids: list[int]) -> Parsed:
     if not isinstance(model, str) or not model:
         raise ApiError(400, f"'model' is required; this server answers as {_names(served)}.", "model")
     if model not in served.names:
-        raise ApiError(404, f"the model '{model}' does not exist here; this server answers as {_names(served)}.",
+        # repr: a name holding a lone surrogate could not be written in the UTF-8 answer
+        raise ApiError(404, f"the model {model!r} does not exist here; this server answers as {_names(served)}.",
                        "model", "model_not_found")
     n = body.get("n", 1)
     if n is not None and (_integer(n, "n") != 1):
@@ -140,6 +158,8 @@ def _parsed(body: dict, served: Served, prompt_ids: list[int]) -> Parsed:
     temperature = _number(body.get("temperature"), "temperature", 0.0, 2.0)
     top_p = _number(body.get("top_p"), "top_p", 0.0, 1.0, low_open=True)
     seed = _integer(body.get("seed"), "seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:  # torch's generator takes a 64-bit seed
+        raise ApiError(400, f"'seed' is {seed}; it must be from 0 to {MAX_SEED} (2**63 - 1).", "seed")
     do_sample = settings.do_sample if temperature is None else temperature > 0
     sampling = Sampling.of(served.names[model], do_sample, settings.temperature if temperature is None else temperature,
                            settings.top_p if top_p is None else top_p, settings.repetition_penalty,

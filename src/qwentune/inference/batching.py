@@ -31,6 +31,11 @@ from .generate import finished_text, generate_new_tokens, left_padded
 
 log = logging.getLogger(__name__)
 
+# A sampling temperature below this is answered greedily, as temperature 0 is. Sampling divides the logits by
+# the temperature: at 1e-300 they overflow float32 to inf and the softmax gives nan (a 500 from torch), and
+# already at 1e-5 a logit gap of 0.001 weighs e^100 to one, so the draw is the argmax in all but exact ties.
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -48,8 +53,9 @@ class Sampling:
     @classmethod
     def of(cls, adapter: bool, do_sample: bool, temperature: float, top_p: float, repetition_penalty: float,
            seed: int | None) -> "Sampling":
-        """Greedy rows share one key whatever temperature, top_p or seed they name (none of them matters)."""
-        if not do_sample:
+        """Greedy rows share one key whatever temperature, top_p or seed they name (none of them matters); a
+        temperature below GREEDY_BELOW is greedy."""
+        if not do_sample or temperature < GREEDY_BELOW:
             return cls(adapter, False, 1.0, 1.0, repetition_penalty, None)
         return cls(adapter, True, temperature, top_p, repetition_penalty, seed)
 
