@@ -9,7 +9,8 @@ naive:    the way a comparison script is usually written: load the base model, l
           model with plain `from_pretrained` defaults.
 qwentune: `compare_batch`: one copy of the base weights (adapter switched off for the base
           side), batched generation, the precision qwentune picks for the device.
-Each mode runs in its own process, so its peak memory is its own: allocated (CUDA), or PSS and RSS (CPU).
+Each mode runs in its own process, so its peak memory is its own: allocated (CUDA), or PSS and RSS (CPU),
+with the CPU time the process used (less sensitive than seconds to other programs on a shared machine).
 The adapter is a LoRA (r 8, every linear layer) with random weights, so both sides do real work.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +55,9 @@ class PeakMemory:
         self.running = False
         self.thread.join()
         self._read_pss()  # the end state, which the last 0.2 s gap may have missed
-        return {"peak_bytes": self.pss, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"peak_bytes": self.pss, "peak_rss_bytes": usage.ru_maxrss * 1024,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime}
 """
 
 NAIVE = MEMORY + r"""
@@ -84,13 +88,14 @@ print(json.dumps({"seconds": seconds, "new_tokens": tokens, "dtype": str(base.dt
 OURS = MEMORY + r"""
 import json, sys
 memory = PeakMemory()
-from qwentune.apps.compare import compare_batch, load_pair, load_questions
+from qwentune.apps.compare import compare_batch, load_pair
+from qwentune.inference.prompts import read_questions
 from qwentune.config import GenerationConfig
 base_dir, adapter_dir, questions_file, max_new, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 start = time.perf_counter()
 pair = load_pair(base_dir, adapter_dir, log=lambda *a: None)
 settings = GenerationConfig(max_new_tokens=max_new, do_sample=False, repetition_penalty=1.0)
-report = compare_batch(pair, load_questions(questions_file), settings, batch_size=batch)
+report = compare_batch(pair, read_questions(questions_file), settings, batch_size=batch)
 seconds = time.perf_counter() - start
 tokens = sum(report["timing"][side]["new_tokens"] for side in ("base", "finetuned"))
 print(json.dumps({"seconds": seconds, "new_tokens": tokens, "dtype": report["models"]["dtype"]} | memory.report()))
@@ -124,13 +129,15 @@ def main() -> None:
                         help="qwentune's questions per generate call; several values run one after another")
     args = parser.parse_args()
 
-    base = args.base_model
-    if base is None:
-        from qwentune.models.gguf_source import converted_model_dir, embedded_demo_gguf
-
-        base = str(converted_model_dir(embedded_demo_gguf()))
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
+        base = args.base_model
+        if base is None:
+            from qwentune.models.gguf_source import converted_model_dir, embedded_demo_gguf
+
+            # A private copy: PSS divides a file page among every process that maps it, so another program
+            # using the shared converted model (a demo, an export) would otherwise lower the figures here.
+            base = str(shutil.copytree(converted_model_dir(embedded_demo_gguf()), Path(tmp) / "base"))
         adapter = Path(tmp) / "adapter"
         random_adapter(base, adapter)
         arguments = (base, str(adapter), args.questions_file, str(args.max_new_tokens))
@@ -142,11 +149,11 @@ def main() -> None:
     cpu = "peak_rss_bytes" in runs["naive"]
     print(f"model {base}; {questions} questions x 2 sides, up to {args.max_new_tokens} new tokens, greedy")
     print(f"{'mode':<22}{'dtype':>9}{'seconds':>9}{'new tokens':>12}{'tokens/s':>10}"
-          f"{'peak PSS' if cpu else 'peak allocated':>16}" + (f"{'peak RSS':>11}" if cpu else ""))
+          f"{'peak PSS' if cpu else 'peak allocated':>16}" + (f"{'peak RSS':>11}{'CPU s':>8}" if cpu else ""))
     for name, r in runs.items():
         print(f"{name:<22}{r['dtype'].replace('torch.', ''):>9}{r['seconds']:>9.1f}{r['new_tokens']:>12}"
               f"{r['new_tokens'] / r['seconds']:>10.1f}{r['peak_bytes'] / 1e9:>13.2f} GB"
-              + (f"{r['peak_rss_bytes'] / 1e9:>8.2f} GB" if cpu else ""))
+              + (f"{r['peak_rss_bytes'] / 1e9:>8.2f} GB{r['cpu_seconds']:>8.1f}" if cpu else ""))
     naive = runs.pop("naive")
     print()
     for name, r in runs.items():
