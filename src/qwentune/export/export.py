@@ -134,7 +134,7 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
                       "reference": result.reference.name, "max_new_tokens": max_new_tokens,
                       "prompts": len(conversations),
                       "sides": [{"name": a.name, "agreed": a.agreed, "total": a.total, "same_start": a.same_start,
-                                 "must_agree": a.must_agree,
+                                 "required_same_start": a.required,
                                  "first_difference": a.first_difference, "note": a.note} for a in result.agreements]}}
         (tmp / EXPORT_RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return result
