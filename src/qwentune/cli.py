@@ -333,6 +333,14 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int | None:
     return 128 + result["interrupted_by"] if result.get("interrupted_by") else None
 
 
+def _add_verification_options(p: argparse.ArgumentParser, tokens_help: str) -> None:
+    """export's and verify's shared options: the config, the prompts and the reply length."""
+    p.add_argument("--config", help="a YAML config whose model section and adapter_path are used")
+    p.add_argument("--prompts_file", help="the prompts the sides answer: .txt, .json or .jsonl (as infer "
+                   "--prompts_file); default: the demo's 20 questions")
+    p.add_argument("--max_new_tokens", type=int, default=64, help=tokens_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -411,24 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a YAML config whose generation section is used")
     p.set_defaults(func=cmd_compare)
 
-    verify_help = ("the prompts the sides answer: .txt, .json or .jsonl (as infer --prompts_file); default: the "
-                   "demo's 20 questions")
     p = commands.add_parser(
         "export", help="the fine-tuned model as GGUF files (llama.cpp, Ollama) + an Ollama Modelfile, then verify",
         description="Options: --config FILE, --output_dir DIR, and any of " + ", ".join("--" + k for k in EXPORT_KEYS)
         + ". Types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (written by gguf-py), and q4_k_m, q5_k_m, q6_k and "
         "the other K-quants (by llama.cpp's own quantizer, with the llama extra installed).",
     )
-    p.add_argument("--config", help="a YAML config whose model section and adapter_path are used")
-    p.add_argument("--output_dir", default="results/export", help="where the .gguf files and the Modelfile go")
+    _add_verification_options(p, "tokens per verification reply (default 64)")
+    p.add_argument("--output_dir", default="results/export",
+                   help="where the .gguf files and the Modelfile go (default results/export)")
     p.add_argument("--gguf_type", nargs="+", default=["q8_0"], metavar="TYPE",
                    help="one or more weight types, e.g. --gguf_type f16 q8_0 (default q8_0)")
     p.add_argument("--lora_only", action="store_true",
                    help="the base as GGUF plus the adapter alone as a GGUF LoRA (llama.cpp --lora, Ollama ADAPTER)")
     p.add_argument("--verify", choices=["true", "false"], default="true",
                    help="compare greedy replies: adapter, merged model, each GGUF in llama.cpp (default true)")
-    p.add_argument("--prompts_file", help=verify_help)
-    p.add_argument("--max_new_tokens", type=int, default=64, help="tokens per verification reply (default 64)")
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser(
@@ -436,12 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Options: --config FILE, and any of " + ", ".join("--" + k for k in EXPORT_KEYS)
         + ". Exit code 1 when a side that must agree does not.",
     )
-    p.add_argument("--config", help="a YAML config whose model section and adapter_path are used")
+    _add_verification_options(p, "tokens per reply (default 64)")
     p.add_argument("--gguf", nargs="+", metavar="FILE", help="GGUF model files to run in llama.cpp")
     p.add_argument("--server", choices=["true", "false"], default="true",
                    help="also ask qwentune serve's OpenAI API, started on 127.0.0.1 for the check (default true)")
-    p.add_argument("--prompts_file", help=verify_help)
-    p.add_argument("--max_new_tokens", type=int, default=64, help="tokens per reply (default 64)")
     p.set_defaults(func=cmd_verify)
 
     p = commands.add_parser(
