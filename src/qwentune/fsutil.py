@@ -212,7 +212,9 @@ def atomic_output_dir(target: str | os.PathLike, replaces: OutputKind | None,
     directory with other files) raises UserError before the block runs (check_output_dir: callers call it
     before their work too, so the refusal comes first).
     """
-    target = Path(target)
+    # A symlink to the output is followed: the directory it points to is replaced (and locked: output_lock_path
+    # resolves too), the link itself stays a link.
+    target = Path(os.path.realpath(target))
     check_output_dir(target, replaces, option)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(target)

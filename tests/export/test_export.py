@@ -187,3 +187,15 @@ def test_a_killed_exports_temporary_directory_is_removed_by_the_next_export(tmp_
     assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(out), "--gguf_type", "f32",
                    "--verify", "false") in (0, None)
     assert not dead.exists() and alive.is_dir()
+
+
+def test_a_symlinked_output_dir_stays_a_link_to_the_new_export(tmp_path, tiny_model_dir, trained, prompts_file):
+    real = tmp_path / "real"
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    for gguf_type in ("f32", "q8_0"):  # the second export replaces the first through the link
+        assert _export(tmp_path, tiny_model_dir, trained, prompts_file, "--output_dir", str(link), "--gguf_type",
+                       gguf_type, "--verify", "false") in (0, None)
+    assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == ["Modelfile", "model-q8_0.gguf",
+                                                                            "qwentune_export.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "prompts.txt", "real"]
