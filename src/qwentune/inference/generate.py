@@ -21,10 +21,13 @@ from ..models.load import LoadedModel
 @dataclass
 class Answer:
     text: str
-    new_tokens: int
     seconds: float
     stopped: bool  # ended at an end-of-turn / eos token, not at max_new_tokens
-    tokens: tuple[int, ...] = ()  # the reply's token ids, the stop token excluded
+    tokens: tuple[int, ...]  # the reply's token ids, the stop token excluded
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.tokens)
 
 
 def _generation_kwargs(loaded: LoadedModel, settings: GenerationConfig) -> dict:
@@ -106,8 +109,8 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]
     for row in new.tolist():
         end = next((i for i, token in enumerate(row) if token in stops), None)
         kept = row[:end] if end is not None else row
-        answers.append(Answer(reply_text(tokenizer, kept, stopped=end is not None), len(kept),
-                              seconds / len(conversations), end is not None, tuple(kept)))
+        answers.append(Answer(reply_text(tokenizer, kept, stopped=end is not None), seconds / len(conversations),
+                              end is not None, tuple(kept)))
     return answers
 
 
