@@ -19,7 +19,7 @@ from ..fsutil import atomic_output_file
 
 # Our names -> llama.cpp's file types (llama_cpp.LLAMA_FTYPE_MOSTLY_<NAME>), the mixes llama-quantize offers.
 K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
-LLAMA_EXTRA_HINT = 'pip install -e ".[llama]" (llama-cpp-python; pip compiles llama.cpp, about 6 minutes)'
+LLAMA_EXTRA_HINT = 'pip install -e ".[llama]" (llama-cpp-python; pip compiles llama.cpp: minutes)'
 
 
 def check_k_quant(name: str) -> None:
