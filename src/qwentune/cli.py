@@ -180,6 +180,23 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> None:
     serve(cfg, args.host, args.port, api_key, args.max_queue, args.max_batch_size)
 
 
+WEBUI_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "model"] + ["adapter_path"]
+
+
+def cmd_webui(args: argparse.Namespace, extra: list[str]) -> None:
+    from pathlib import Path
+
+    from .apps.webui.app import launch
+    from .apps.webui.common import WebuiSettings
+
+    cfg = _config_with_options(args.config, extra, WEBUI_KEYS, "webui")
+    outputs = [Path(d).resolve() for d in (cfg.training.output_dir, cfg.eval.eval_output_dir) if Path(d).is_absolute()]
+    settings = WebuiSettings(model_name_or_path=cfg.model.model_name_or_path, adapter_path=cfg.eval.adapter_path,
+                             config_path=args.config, extra_roots=tuple(outputs))
+    password = args.password if args.password is not None else os.environ.get("QWENTUNE_WEBUI_PASSWORD")
+    launch(settings, args.host, args.port, args.share, password)
+
+
 def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
     from .evaluation.rating import export_sheet
 
@@ -460,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_batch_size", type=int, default=16, help="requests answered together in one batch")
     p.set_defaults(func=cmd_serve)
 
+    p = commands.add_parser(
+        "webui", help="the whole path in a web page: data, train, evaluate, chat, compare and rate, export",
+        description="Pre-fills the page with --config FILE and any of " + ", ".join("--" + k for k in WEBUI_KEYS) + ".",
+    )
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every machine)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also a public link through Gradio's share servers")
+    p.add_argument("--password", help="ask for this password (any user name); default: $QWENTUNE_WEBUI_PASSWORD")
+    p.add_argument("--config", help="a YAML config: the page's forms start from it")
+    p.set_defaults(func=cmd_webui)
+
     rating = commands.add_parser("rating", help="blind human rating of answers").add_subparsers(
         dest="rating_command", required=True)
     p = rating.add_parser("export", help="a shuffled sheet of answers with the model names hidden")
@@ -507,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
     if extra and args.func not in (cmd_preprocess, cmd_train, cmd_evaluate, cmd_infer, cmd_compare, cmd_demo,
-                                  cmd_export, cmd_verify, cmd_serve):
+                                  cmd_export, cmd_verify, cmd_serve, cmd_webui):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.func(args, extra)

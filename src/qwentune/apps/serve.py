@@ -242,22 +242,22 @@ def _model_card(name: str, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "qwentune"}
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, command: str = "serve") -> socket.socket:
     """A TCP socket bound to host:port (port 0: one the system picks), made before the model loads so a port
     in use is one line, not a traceback minutes later; UserError when it cannot be bound."""
     if not 0 <= port <= 65535:
-        raise UserError(f"serve: --port {port} is not a port; give one from 1 to 65535.")
+        raise UserError(f"{command}: --port {port} is not a port; give one from 1 to 65535.")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror:
-        raise UserError(f"serve: --host {host} is not an address of this machine; give e.g. 127.0.0.1 or 0.0.0.0.") from None
+        raise UserError(f"{command}: --host {host} is not an address of this machine; give e.g. 127.0.0.1 or 0.0.0.0.") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UserError(f"serve: cannot listen on {host}:{port}: {_bind_failure(exc, host, port)}.") from None
+        raise UserError(f"{command}: cannot listen on {host}:{port}: {_bind_failure(exc, host, port)}.") from None
     sock.set_inheritable(True)
     return sock
 

@@ -1,0 +1,105 @@
+"""What every tab of the page shares: the command line's defaults, the folders the page may read and write,
+and the UI text in English and Chinese (Gradio's I18n: the browser's locale picks, the page's Settings switch)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import UserError
+
+
+@dataclass(frozen=True)
+class WebuiSettings:
+    """The page's defaults (from `qwentune webui` options and --config) and the folders it may touch.
+
+    model_name_or_path / adapter_path / config_path pre-fill the page's model row; workdir is the directory
+    the command was started in (relative paths typed into the page are relative to it)."""
+
+    model_name_or_path: str
+    adapter_path: str | None = None
+    config_path: str | None = None
+    workdir: Path = field(default_factory=Path.cwd)
+    extra_roots: tuple[Path, ...] = ()  # output directories named by the config, when outside workdir
+
+    def roots(self) -> list[Path]:
+        """Folders whose files the page may read or write: the working directory, the config's output
+        directories, and qwentune's and Hugging Face's caches."""
+        from ...models.gguf_source import cache_root
+
+        home_cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+        return [r.resolve() for r in (self.workdir, *self.extra_roots, cache_root(), home_cache)]
+
+
+def page_path(text: str | os.PathLike, settings: WebuiSettings, what: str) -> Path:
+    """A path typed into the page, resolved against the working directory (symlinks followed), when it lies in
+    one of settings.roots(); otherwise UserError naming `what`, the path and the allowed folders.
+
+    Stops a page, perhaps opened by someone else on a shared machine, from reading or writing any file of
+    the user's (e.g. `../../.ssh/id_rsa` as a dataset)."""
+    text = os.fspath(text).strip()
+    if not text:
+        raise UserError(f"{what}: no path given; type a file or folder under {settings.workdir}.")
+    path = (settings.workdir / Path(text).expanduser()).resolve()
+    roots = settings.roots()
+    if any(path == root or path.is_relative_to(root) for root in roots):
+        return path
+    raise UserError(f"{what}: {text} is outside the folders this page may use ({', '.join(map(str, roots))}); "
+                    f"copy it under {settings.workdir}, or start qwentune webui from its folder.")
+
+
+def model_reference(text: str, settings: WebuiSettings, what: str) -> str:
+    """A model or adapter typed into the page: a local path must pass page_path; anything that names no
+    existing file is kept as a hub id (loading it says what is wrong when it is not one)."""
+    text = text.strip()
+    looks_local = text.startswith((".", "/", "~", "\\")) or (len(text) > 1 and text[1] == ":")  # also C:\
+    if looks_local or (settings.workdir / text).exists():
+        return str(page_path(text, settings, what))
+    return text  # a hub id such as Qwen/Qwen2-0.5B, or embedded:SmolLM2-135M-Instruct
+
+
+def shows_user_errors(handler):
+    """An event handler whose UserError reaches the page as Gradio's error toast with its one sentence
+    (gr.Error); any other exception is a bug of ours and keeps its traceback in the server's log.
+    Works for plain handlers and for generators (streamed outputs)."""
+    import functools
+    import inspect
+
+    import gradio as gr
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def streamed(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            except UserError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+        return streamed
+
+    @functools.wraps(handler)
+    def plain(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+    return plain
+
+
+def translations(*tables: dict[str, tuple[str, str]]):
+    """gr.I18n from the tabs' TEXT tables ({key: (English, Chinese)}); a key defined twice is a bug."""
+    import gradio as gr
+
+    merged: dict[str, tuple[str, str]] = {}
+    for table in tables:
+        for key, pair in table.items():
+            assert key not in merged, f"UI text key {key} is defined twice"
+            merged[key] = pair
+    return gr.I18n(en={k: en for k, (en, _) in merged.items()}, zh={k: zh for k, (_, zh) in merged.items()})
+
+
+def t(key: str):
+    """A UI text by key (a tab's TEXT table), translated in the browser: for labels, values and Markdown."""
+    from gradio.i18n import I18nData
+
+    return I18nData(key)
