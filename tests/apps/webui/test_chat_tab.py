@@ -9,7 +9,7 @@ import time
 import pytest
 
 from qwentune.apps.webui import chat_tab
-from qwentune.apps.webui.models import MODELS, ModelSpec, page_config
+from qwentune.apps.webui.models import MODELS, ModelSpec, row_config
 from qwentune.errors import UserError
 from tests.apps.webui.tab_helpers import page_config_file, page_settings
 from tests.helpers import QA
@@ -71,7 +71,7 @@ def test_base_side_streams_growing_text_without_the_adapter(page):
     # The same reply as the CLI's streamed generation with the adapter switched off (greedy).
     from qwentune.inference.generate import stream
 
-    cfg = page_config(page, page.config_path, page.model_name_or_path, page.adapter_path)
+    cfg = row_config(page, page.config_path, page.model_name_or_path, page.adapter_path)
     loaded, adapter_on = MODELS.get(ModelSpec.of(cfg)).side("base")
     assert not adapter_on
     settings = chat_tab.chat_settings(cfg.generation, **GREEDY)
@@ -120,7 +120,7 @@ def test_a_question_too_long_for_the_model_is_refused_whole(page):
 def test_a_second_session_waits_for_the_model_and_says_so(page):
     """Generation on one model runs one call at a time: a session asking while another generates is shown
     that it waits, then gets its reply."""
-    cfg = page_config(page, page.config_path, page.model_name_or_path, page.adapter_path)
+    cfg = row_config(page, page.config_path, page.model_name_or_path, page.adapter_path)
     shared = MODELS.get(ModelSpec.of(cfg))
     seen: list = []
     with shared.generating():  # another session generating

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from qwentune.apps.webui.models import ModelCache, ModelSpec, load_shared, page_config
+from qwentune.apps.webui.models import ModelCache, ModelSpec, load_shared, row_config
 from qwentune.errors import UserError
 from tests.apps.webui.tab_helpers import page_config_file, page_settings
 from tests.helpers import FP32, QA
@@ -21,22 +22,22 @@ def page(tmp_path, tmp_path_factory, tiny_model_dir, trained):
 
 
 def spec_of(page, adapter=None):
-    cfg = page_config(page, page.config_path, page.model_name_or_path,
+    cfg = row_config(page, page.config_path, page.model_name_or_path,
                       page.adapter_path if adapter is None else adapter)
     return ModelSpec.of(cfg, FP32)
 
 
-def test_page_config_takes_the_model_row_and_refuses_paths_outside_the_page(page, tmp_path):
-    cfg = page_config(page, page.config_path, page.model_name_or_path, "")
+def test_row_config_takes_the_model_row_and_refuses_paths_outside_the_page(page, tmp_path):
+    cfg = row_config(page, page.config_path, page.model_name_or_path, "")
     assert cfg.model.model_name_or_path == page.model_name_or_path and cfg.eval.adapter_path is None
     assert cfg.generation.max_new_tokens == 24  # from the page's config file
-    assert page_config(page, "", "Qwen/Qwen2-0.5B", "").model.model_name_or_path == "Qwen/Qwen2-0.5B"  # a hub id
-    with pytest.raises(UserError, match="config file: /etc/passwd is outside the folders this page may use"):
-        page_config(page, "/etc/passwd", page.model_name_or_path, "")
-    with pytest.raises(UserError, match="adapter: ../../.. is outside the folders"):
-        page_config(page, "", page.model_name_or_path, "../../..")
-    with pytest.raises(UserError, match="base model: empty"):
-        page_config(page, "", "  ", "")
+    assert row_config(page, page.config_path, page.model_name_or_path, page.adapter_path).eval.adapter_path == str(
+        Path(page.adapter_path).resolve())
+    assert row_config(page, "", "Qwen/Qwen2-0.5B", "").model.model_name_or_path == "Qwen/Qwen2-0.5B"  # a hub id
+    with pytest.raises(UserError, match="Config file: /etc/passwd is outside the folders this page may use"):
+        row_config(page, "/etc/passwd", page.model_name_or_path, "")
+    with pytest.raises(UserError, match="Adapter: ../../.. is outside the folders"):
+        row_config(page, "", page.model_name_or_path, "../../..")
 
 
 def test_one_model_per_spec_shared_and_loaded_once(page):

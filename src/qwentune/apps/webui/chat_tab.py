@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from ...config import GenerationConfig, change_generation
 from ...errors import UserError
 from .common import WebuiSettings, shows_user_errors, t
-from .models import MODELS, ModelSpec, initial_config, no_finetuned_model, page_config
+from .models import MODELS, ModelSpec, initial_config, no_finetuned_model, row_config
 
 TITLE_KEY = "chat.title"
 TEXT = {
@@ -86,7 +86,7 @@ def respond(settings: WebuiSettings, model: str, adapter: str, config: str, side
         return
     if side not in SIDES:
         raise UserError(f"chat: unknown side {side!r}; choose one of {', '.join(SIDES)}.")
-    cfg = page_config(settings, config, model, adapter)
+    cfg = row_config(settings, config, model, adapter)
     generation = chat_settings(cfg.generation, max_new_tokens, temperature, top_p, repetition_penalty, do_sample)
     spec = ModelSpec.of(cfg)
     sides = ["base", "finetuned"] if side == "both" else [side]

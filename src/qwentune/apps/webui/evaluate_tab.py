@@ -14,7 +14,7 @@ from typing import Any
 
 from ...config import validate
 from .common import WebuiSettings, model_reference, page_path, shows_user_errors, t
-from .models import MODELS, ModelSpec, initial_config, page_config
+from .models import MODELS, ModelSpec, initial_config, row_config
 
 TITLE_KEY = "evaluate.title"
 TEXT = {
@@ -80,7 +80,7 @@ def run_evaluation(settings: WebuiSettings, model: str, adapter: str, config: st
         if progress is not None:
             progress(fraction, desc=desc)
 
-    cfg = page_config(settings, config, model, adapter)
+    cfg = row_config(settings, config, model, adapter)
     dataset = (dataset or "").strip()
     cfg.eval.eval_dataset = model_reference(dataset, settings, "evaluation data") if dataset else None
     cfg.eval.max_eval_samples = int(max_samples) if max_samples else None

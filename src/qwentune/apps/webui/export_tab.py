@@ -11,7 +11,7 @@ for the same folder is told at once.
 from __future__ import annotations
 
 from .common import WebuiSettings, page_path, shows_user_errors, t
-from .models import page_config
+from .models import row_config
 
 TITLE_KEY = "export.title"
 TEXT = {
@@ -63,7 +63,7 @@ def run_merge(settings: WebuiSettings, model: str, adapter: str, config: str, me
     from ...export.merge import check_merge_dir, merge_model
     from ...fsutil import hold_output
 
-    cfg = page_config(settings, config, model, adapter)
+    cfg = row_config(settings, config, model, adapter)
     if not cfg.eval.adapter_path:
         raise UserError("adapter: empty, so there is nothing to merge; type the training output folder in the "
                         "adapter field.")
@@ -88,7 +88,7 @@ def run_gguf_export(settings: WebuiSettings, model: str, adapter: str, config: s
     from ...errors import UserError
     from ...export.export import report_lines, run_export
 
-    cfg = page_config(settings, config, model, adapter)
+    cfg = row_config(settings, config, model, adapter)
     out = page_path(output_dir, settings, EXPORT_FOLDER)
     prompts = page_path(prompts_file, settings, "verification prompts") if (prompts_file or "").strip() else None
     if max_new_tokens is None or int(max_new_tokens) != max_new_tokens:

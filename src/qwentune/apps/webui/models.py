@@ -24,23 +24,18 @@ from ...errors import UserError
 from ...models.load import LoadedModel
 from ...models.precision import Precision, choose_precision
 from ..compare import Pair
-from .common import WebuiSettings, model_reference, page_path
+from .common import WebuiSettings, model_reference, page_config
 
 BASE_FIELD = "the page's base model"  # what the messages of loading name as the thing to fix
 
 
-def page_config(settings: WebuiSettings, config_text: str, model_text: str, adapter_text: str) -> Config:
-    """The config the page's model row describes: the config file (page_path; empty: the defaults), with its
-    model_name_or_path and adapter_path replaced by the row's base model and adapter (model_reference; an
-    empty adapter: none, the base model alone). UserError for an empty base model, a path outside the page's
-    folders, and whatever load_config finds wrong in the file."""
-    path = page_path(config_text, settings, "config file") if (config_text or "").strip() else None
-    cfg = load_config(path)
-    if not (model_text or "").strip():
-        raise UserError("base model: empty; type a hub id (e.g. Qwen/Qwen2-0.5B) or a local model folder.")
-    cfg.model.model_name_or_path = model_reference(model_text, settings, "base model")
+def row_config(settings: WebuiSettings, config_text: str, model_text: str, adapter_text: str) -> Config:
+    """The config the page's model row describes: common.page_config (the config file and the base model, as the
+    command line loads them) with the row's adapter as adapter_path (model_reference; empty: none, the base model
+    alone). UserError for a path outside the page's folders and whatever load_config finds wrong in the file."""
+    cfg = page_config(config_text, model_text, settings)
     adapter = (adapter_text or "").strip()
-    cfg.eval.adapter_path = model_reference(adapter, settings, "adapter") if adapter else None
+    cfg.eval.adapter_path = model_reference(adapter, settings, "Adapter") if adapter else None
     return cfg
 
 
