@@ -507,10 +507,23 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
+def tolerate_console_encoding() -> None:
+    """Print what the console cannot show as '?' instead of failing with UnicodeEncodeError.
+
+    A console with a legacy code page (Windows' GBK / cp936, or PYTHONIOENCODING=gbk) shows Chinese but not
+    an emoji or a rare CJK character that a model may well answer with; the strict default would end the
+    run on that character, after minutes of loading. Files are always written as UTF-8, whole.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    tolerate_console_encoding()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     previous = None

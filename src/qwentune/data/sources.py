@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import atomic_output_file
-from ..models.hub import require_hub
+from ..models.hub import require_hub, written_as_path
 from .readers import SUFFIXES
 from .registry import DatasetEntry, load_registry, unknown_dataset_error
 
@@ -60,9 +60,9 @@ def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = Fa
 
 def looks_like_path(name: str) -> bool:
     """Whether a dataset name that names no existing file is meant as a path (a record file's suffix, a leading
-    '.', '/' or '~', or more than one '/'), so that it is "file not found" rather than an unknown dataset."""
-    lowered = name.lower()
-    return lowered.endswith(SUFFIXES) or name.startswith((".", "/", "~")) or name.count("/") > 1
+    '.', '/' or '~', more than one '/', a backslash or a Windows drive), so that it is "file not found" rather
+    than an unknown dataset."""
+    return name.lower().endswith(SUFFIXES) or written_as_path(name)
 
 
 def resolve(name: str, data_format: str = "auto", columns: dict | None = None,

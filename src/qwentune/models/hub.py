@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from urllib.parse import urlparse
 
 from ..errors import UserError
@@ -48,6 +48,13 @@ def require_hub(what: str, local_hint: str) -> None:
         )
 
 
+def written_as_path(name: str) -> bool:
+    """Whether `name` is written as a file system path rather than a hub id (owner/name): ./x, /x, ~/x, a/b/c,
+    or a Windows path (C:\\x, D:/x, .\\x, a\\b: hub ids never hold a backslash or a drive)."""
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+            or bool(PureWindowsPath(name).drive))
+
+
 def is_local_reference(name: str) -> bool:
-    """A path (./x, /x, ~/x, a/b/c, or anything that exists here) rather than a hub id like owner/name."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
+    """A path (written as one, or anything that exists here) rather than a hub id like owner/name."""
+    return written_as_path(name) or Path(name).expanduser().exists()
