@@ -32,6 +32,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     # QLoRA: load the frozen base weights in 4-bit NF4 (needs the `qlora` extra).
     use_4bit: bool = False
+    # Where hub ids of models, tokenizers and named datasets come from: huggingface (or the mirror HF_ENDPOINT
+    # names, e.g. https://hf-mirror.com) or modelscope (needs the `modelscope` extra). Local paths are local.
+    hub: Literal["huggingface", "modelscope"] = "huggingface"
 
 
 @dataclass

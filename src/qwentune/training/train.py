@@ -23,6 +23,7 @@ from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
 from ..fsutil import check_directory_path, hold_output, write_json
+from ..models.hub import select_hub
 from .callbacks import CurrentRunSettings, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
 from .outputs import (
     RUN_CONFIG,
@@ -130,6 +131,7 @@ def train(cfg: Config, log=print, callbacks: tuple = (), measure_peak=None) -> T
     from accelerate.utils import get_int_from_env
 
     check_tracker(cfg.training.report_to)  # a missing package: one sentence, nothing written yet
+    select_hub(cfg.model.hub)
     # Under torchrun / accelerate launch only the main process writes the directory, so only it holds it
     # (the rank variables are accelerate's own; the process group is not joined yet).
     rank = get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
