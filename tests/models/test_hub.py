@@ -1,8 +1,15 @@
 """The hub is probed once per process: a training run that resolves the model and loads its tokenizer
-asks the network once, and offline says so in one sentence."""
+asks the network once, and offline says so in one sentence, naming the hub it tried (the Hugging Face hub,
+the HF_ENDPOINT mirror, or ModelScope under --hub modelscope) and the ways out. All offline."""
+
+import importlib.util
+import sys
 
 import pytest
 
+from qwentune.cli import main
+from qwentune.data.registry import BUILTIN, load_registry
+from qwentune.data.sources import download
 from qwentune.errors import UserError
 from qwentune.models import hub
 from qwentune.models.source import resolve_model_source
@@ -23,13 +30,6 @@ def test_an_offline_hub_is_probed_once_and_named(monkeypatch, tmp_path):
 
 
 # --- which hub, and what the error says when it cannot be reached (issue 21: ModelScope and mirrors) ---
-
-import importlib.util  # noqa: E402
-import sys  # noqa: E402
-
-from qwentune.cli import main  # noqa: E402
-from qwentune.data.registry import BUILTIN, load_registry  # noqa: E402
-from qwentune.data.sources import download  # noqa: E402
 
 
 @pytest.fixture
@@ -132,3 +132,33 @@ def test_the_config_key_chooses_the_hub(offline, tmp_path, capsys):
     err = cli_error(capsys, ["train", "--hub", "huggingface", "--model_name_or_path", "Qwen/Qwen3-0.6B",
                              "--output_dir", str(tmp_path / "out")])
     assert hub.selected_hub() == "huggingface" and "cannot reach the Hugging Face hub" in err
+
+
+def test_hub_modelscope_takes_the_model_from_modelscope_s_cache_offline(offline, tmp_path, tiny_model_dir):
+    """The right hub is chosen: a model that only ModelScope's cache holds (in the layout modelscope itself
+    reuses, models/<owner>/<name with '.' as '___'>) resolves offline under --hub modelscope, and not otherwise.
+    In a fresh process: modelscope reads MODELSCOPE_CACHE once, when first imported."""
+    if importlib.util.find_spec("modelscope") is None:
+        pytest.skip("the modelscope package (the modelscope extra) is not installed")
+    import shutil
+    import subprocess
+
+    cached = tmp_path / "ms" / "models" / "Qwen" / "Qwen2___5-0___5B-Instruct"
+    shutil.copytree(tiny_model_dir, cached)
+    script = f"""
+from qwentune.errors import UserError
+from qwentune.models import hub
+from qwentune.models.source import resolve_model_source
+from qwentune.models.tokenizer import load_tokenizer
+hub.select_hub("modelscope")
+print(resolve_model_source("Qwen/Qwen2.5-0.5B-Instruct"))
+assert load_tokenizer("Qwen/Qwen2.5-0.5B-Instruct").get_vocab() == load_tokenizer({str(tiny_model_dir)!r}).get_vocab()
+hub.select_hub("huggingface")
+try:
+    resolve_model_source("Qwen/Qwen2.5-0.5B-Instruct")
+except UserError as exc:
+    print(str(exc).split(" to fetch")[0])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(cached), "cannot reach the Hugging Face hub (https://huggingface.co)"]

@@ -35,6 +35,7 @@ def select_hub(name: str) -> None:
 
 
 def selected_hub() -> str:
+    """The hub select_hub chose: huggingface (the default) or modelscope."""
     return _selected["hub"]
 
 
