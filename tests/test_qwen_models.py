@@ -197,3 +197,60 @@ def test_gguf_export_is_verified(trained, tmp_path, capsys):
     sides = {side["name"]: side for side in record["verification"]["sides"]}
     assert sides["merged"]["agreed"] == sides["merged"]["total"] == len(QA)
     assert "every side that must agree does." in captured.out
+
+
+def qwen3_only(trained):
+    if trained[0][0] != "qwen3":
+        pytest.skip("thinking is Qwen3's")
+    return trained
+
+
+def test_comparison_shows_thinking_apart_and_scores_the_answer_only(trained, tmp_path):
+    from qwentune.apps.compare import compare_batch, load_pair
+    from qwentune.apps.report import write_comparison
+    from qwentune.inference.prompts import Question
+
+    (_, _, model_dir), tmp, _ = qwen3_only(trained)
+    pair = load_pair(str(model_dir), str(tmp / "out"), FP32, log=silent)
+    questions = [Question(question=q, reference=a) for q, a in QA]
+    report = compare_batch(pair, questions, replace(GREEDY, enable_thinking=True))
+    assert report["generation"]["enable_thinking"] is True
+    for row, (question, answer) in zip(report["results"], QA):
+        assert row["finetuned"]["answer"] == answer and row["finetuned"]["thinking"] == REASONING[question]
+        assert all(score == 100 for score in row["finetuned"]["scores"].values()), row["finetuned"]["scores"]
+    html_path, markdown_path = write_comparison(report, tmp_path / "comparison.json")[1:]
+    page = html_path.read_text(encoding="utf-8")
+    assert page.count('<details class="thinking">') >= len(QA) and "Recall the capital." in page
+    assert "*Fine-tuned thinking (not scored):* Recall the capital." in markdown_path.read_text(encoding="utf-8")
+
+
+def test_evaluation_scores_answers_against_answers(trained):
+    from qwentune.evaluation.evaluate import evaluate_side
+    from qwentune.evaluation.metrics import text_metrics
+    from qwentune.models.load import load_for_inference
+    from qwentune.thinking import with_reasoning
+
+    (name, _, model_dir), tmp, _ = qwen3_only(trained)
+    cfg = settings_of(name, tmp, model_dir, max_new_tokens=40, repetition_penalty=1.0, enable_thinking=True,
+                      metrics=["bleu", "rouge"])
+    loaded = load_for_inference(str(model_dir), str(tmp / "out"), FP32, log=silent)
+    conversations = [[{"role": "user", "content": q}, {"role": "assistant", "content": with_reasoning(a, REASONING[q])}]
+                     for q, a in QA]
+    metrics, rows = evaluate_side(loaded, conversations, cfg)
+    assert [(r["prediction"], r["thinking"], r["reference"]) for r in rows] == [(a, REASONING[q], a) for q, a in QA]
+    perfect = text_metrics([a for _, a in QA], [a for _, a in QA])
+    assert {k: metrics[k] for k in perfect} == perfect
+
+
+def test_a_served_chat_request_may_switch_thinking(trained):
+    from qwentune.apps.serve_requests import ApiError, Served, parse_chat
+
+    (_, tokenizer, _), _, _ = qwen3_only(trained)
+    served = Served({"m": True}, tokenizer, replace(GREEDY, enable_thinking=False), 512)
+    body = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}
+    empty_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert tokenizer.decode(parse_chat(body, served).prompt_ids).endswith(empty_think)  # the server's setting
+    on = parse_chat(body | {"chat_template_kwargs": {"enable_thinking": True}}, served)
+    assert tokenizer.decode(on.prompt_ids).endswith("<|im_start|>assistant\n")
+    with pytest.raises(ApiError, match="enable_thinking"):
+        parse_chat(body | {"chat_template_kwargs": {"enable_thinking": "yes"}}, served)
