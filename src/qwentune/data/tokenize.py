@@ -33,6 +33,9 @@ from typing import Any
 from ..errors import UserError
 
 IGNORE_INDEX = -100
+# Raised whenever the same conversations and tokenizer would get other ids or labels (a cached tokenization
+# made with another labelling is then not reused): 2 = Qwen3's think blocks (issue 21) and reasoning fields kept.
+LABELLING_VERSION = 2
 
 KEPT, TRUNCATED = "kept", "truncated"
 DROPPED_NO_REPLY = "dropped_no_reply_within_max_length"
