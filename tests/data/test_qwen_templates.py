@@ -144,3 +144,24 @@ def test_split_thinking(text, expected):
 
 def test_empty_inline_thinking_is_no_reasoning():
     assert with_reasoning("<think>\n\n</think>\n\nA") == "A"
+
+
+def test_enable_thinking_reaches_the_prompt_only_where_the_template_thinks(qwen3, qwen25):
+    from qwentune.inference.generate import prompt_length, prompt_text
+
+    question = [{"role": "user", "content": "2+2?"}]
+    assert prompt_text(qwen3, question, False) == prompt_text(qwen3, question) + "<think>\n\n</think>\n\n"
+    assert prompt_text(qwen3, question, True) == prompt_text(qwen3, question)  # Qwen3 thinks by default
+    block = len(qwen3("<think>\n\n</think>\n\n", add_special_tokens=False)["input_ids"])
+    assert prompt_length(qwen3, question, False) == prompt_length(qwen3, question) + block
+    assert prompt_text(qwen25, question, False) == prompt_text(qwen25, question, True) == prompt_text(qwen25, question)
+
+
+def test_cached_tokenizations_are_keyed_on_the_labelling(qwen3, tmp_path):
+    from qwentune.config import DataConfig
+    from qwentune.data.preprocess import data_settings
+    from qwentune.data.tokenize import LABELLING_VERSION
+
+    source = tmp_path / "d.jsonl"
+    source.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    assert data_settings(DataConfig(), 42, qwen3, source)["labelling_version"] == LABELLING_VERSION
