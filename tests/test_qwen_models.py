@@ -199,18 +199,17 @@ def test_gguf_export_is_verified(trained, tmp_path, capsys):
     assert "every side that must agree does." in captured.out
 
 
-def qwen3_only(trained):
-    if trained[0][0] != "qwen3":
-        pytest.skip("thinking is Qwen3's")
-    return trained
+# Thinking is Qwen3's: these tests take the Qwen3 flavor of the module's fixtures only.
+qwen3_only = pytest.mark.parametrize("flavor", ["qwen3"], indirect=True)
 
 
+@qwen3_only
 def test_comparison_shows_thinking_apart_and_scores_the_answer_only(trained, tmp_path):
     from qwentune.apps.compare import compare_batch, load_pair
     from qwentune.apps.report import write_comparison
     from qwentune.inference.prompts import Question
 
-    (_, _, model_dir), tmp, _ = qwen3_only(trained)
+    (_, _, model_dir), tmp, _ = trained
     pair = load_pair(str(model_dir), str(tmp / "out"), FP32, log=silent)
     questions = [Question(question=q, reference=a) for q, a in QA]
     report = compare_batch(pair, questions, replace(GREEDY, enable_thinking=True))
@@ -224,13 +223,14 @@ def test_comparison_shows_thinking_apart_and_scores_the_answer_only(trained, tmp
     assert "*Fine-tuned thinking (not scored):* Recall the capital." in markdown_path.read_text(encoding="utf-8")
 
 
+@qwen3_only
 def test_evaluation_scores_answers_against_answers(trained):
     from qwentune.evaluation.evaluate import evaluate_side
     from qwentune.evaluation.metrics import text_metrics
     from qwentune.models.load import load_for_inference
     from qwentune.thinking import with_reasoning
 
-    (name, _, model_dir), tmp, _ = qwen3_only(trained)
+    (name, _, model_dir), tmp, _ = trained
     cfg = settings_of(name, tmp, model_dir, max_new_tokens=40, repetition_penalty=1.0, enable_thinking=True,
                       metrics=["bleu", "rouge"])
     loaded = load_for_inference(str(model_dir), str(tmp / "out"), FP32, log=silent)
@@ -242,10 +242,11 @@ def test_evaluation_scores_answers_against_answers(trained):
     assert {k: metrics[k] for k in perfect} == perfect
 
 
+@qwen3_only
 def test_a_served_chat_request_may_switch_thinking(trained):
     from qwentune.apps.serve_requests import ApiError, Served, parse_chat
 
-    (_, tokenizer, _), _, _ = qwen3_only(trained)
+    (_, tokenizer, _), _, _ = trained
     served = Served({"m": True}, tokenizer, replace(GREEDY, enable_thinking=False), 512)
     body = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}
     empty_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
