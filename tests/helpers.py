@@ -20,6 +20,10 @@ from qwentune.models.precision import choose_precision
 FP32 = choose_precision(bf16=False, fp16=False)
 
 REPO = Path(__file__).resolve().parents[1]
+# The real chat templates of Qwen2.5-Instruct and Qwen3 (sources in tests/templates/README.md).
+TEMPLATES = REPO / "tests" / "templates"
+QWEN25_TEMPLATE = TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja"
+QWEN3_TEMPLATE = TEMPLATES / "Qwen-Qwen3-0.6B.jinja"
 SHARED_REAL = Path(os.environ.get("QWENTUNE_SHARED_DATA", REPO.parent / "shared" / "data" / "real"))
 
 CORPUS = [
@@ -32,8 +36,11 @@ CORPUS = [
 ] * 4
 
 
-def build_tiny_tokenizer(eos_token: str = "<|im_end|>", pad_token: str | None = "<|endoftext|>"):
-    """A byte-level BPE tokenizer with Qwen's special tokens and ChatML template (vocab ~400)."""
+def build_tiny_tokenizer(eos_token: str = "<|im_end|>", pad_token: str | None = "<|endoftext|>",
+                         template: Path | None = None):
+    """A byte-level BPE tokenizer with Qwen's special tokens and ChatML template (vocab ~400); with `template`
+    (a .jinja file) that chat template instead, and for a template that thinks (Qwen3's) also Qwen3's
+    `<think>` and `</think>`, added tokens that are not special, as in Qwen3's tokenizer_config.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,8 +53,14 @@ def build_tiny_tokenizer(eos_token: str = "<|im_end|>", pad_token: str | None = 
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     core.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos_token, pad_token=pad_token,
-                                   chat_template=CHATML_TEMPLATE, additional_special_tokens=specials[1:])
+    chat_template = template.read_text(encoding="utf-8") if template else CHATML_TEMPLATE
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos_token, pad_token=pad_token,
+                                        chat_template=chat_template, additional_special_tokens=specials[1:])
+    if "<think>" in chat_template:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")])
+    return tokenizer
 
 
 def real_sample(name: str) -> Path:
@@ -76,6 +89,26 @@ def build_tiny_qwen2(path, tokenizer, seed: int = 0, positions: int = 512):
         initializer_range=0.2,
     )
     Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_qwen3(path, tokenizer, seed: int = 0, positions: int = 512):
+    """A 2-layer Qwen3ForCausalLM in Qwen3's real configuration, scaled down: RMSNorm on q and k per head,
+    no q/k/v bias, and a head_dim of its own (32, not hidden_size / heads = 16, as Qwen3-0.6B's 128 is not
+    1024 / 16), tied embeddings; saved with its tokenizer."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, attention_bias=False,
+        max_position_embeddings=positions, tie_word_embeddings=True, rms_norm_eps=1e-6,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None, initializer_range=0.2,  # wide, for the reason given in build_tiny_qwen2
+    )
+    Qwen3ForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -23,6 +23,7 @@ from ..inference.generate import answer_all
 from ..inference.prompts import Question
 from ..models.load import LoadedModel, load_for_inference
 from ..models.precision import Precision
+from ..thinking import split_thinking
 
 SIDES = ("base", "finetuned")
 
@@ -115,10 +116,12 @@ def compare_batch(pair: Pair, questions: list[Question], settings: GenerationCon
                                "reference": question.reference, "system": question.system or system}
         for side in SIDES:
             answer = answers[side][index]
-            row[side] = {"answer": answer.text, "new_tokens": answer.new_tokens, "seconds": round(answer.seconds, 3),
+            # A thinking model's reasoning is shown apart and never scored: the answer is what is compared.
+            thinking, text = split_thinking(answer.text)
+            row[side] = {"answer": text, "thinking": thinking or None, "new_tokens": answer.new_tokens, "seconds": round(answer.seconds, 3),
                          "tokens_per_second": round(answer.new_tokens / answer.seconds, 1) if answer.seconds else None,
                          "stopped": answer.stopped,
-                         "scores": _sentence_scores(answer.text, question.reference) if question.reference else None}
+                         "scores": _sentence_scores(text, question.reference) if question.reference else None}
         results.append(row)
 
     corpus = {}

@@ -115,8 +115,9 @@ class Session:
         known = [p for p in (model_positions(loaded.model) for loaded in sides) if p is not None]
         positions = min(known) if known else None
         tokenizer = self.pair.finetuned.tokenizer
-        if fit_conversation(tokenizer, messages, self.settings.max_new_tokens, positions) is None:
-            self.say(question_too_long(tokenizer, messages, positions, self.settings.max_new_tokens))
+        thinking = self.settings.enable_thinking
+        if fit_conversation(tokenizer, messages, self.settings.max_new_tokens, positions, thinking) is None:
+            self.say(question_too_long(tokenizer, messages, positions, self.settings.max_new_tokens, thinking))
             return
         order = ["base", "finetuned"]
         if self.blind:

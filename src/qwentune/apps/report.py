@@ -116,6 +116,7 @@ td.up{color:#1a7f37;font-weight:600}td.down{color:#cf222e;font-weight:600}
 padding:.05rem .5rem;margin-left:.4rem}.ref{background:#f6f8fa;border-radius:6px;padding:.4rem .6rem;margin:.4rem 0}
 .sides{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.side h4{margin:.3rem 0;font-size:.9rem;color:#59636e}
 .answer{white-space:pre-wrap;border-radius:6px;padding:.5rem .6rem;background:#fff;border:1px solid #eef1f4;min-height:2rem}
+.thinking{font-size:.85rem;color:#59636e;margin:.3rem 0}.thinking div{white-space:pre-wrap}
 .stats{font-size:.8rem;color:#59636e}mark.add{background:#dafbe1}mark.del{background:#ffebe9;text-decoration:line-through}
 """
 
@@ -131,6 +132,11 @@ def render_html(report: dict[str, Any]) -> str:
         reference = (f'<div class="ref"><b>reference</b>: {html.escape(row["reference"])}</div>'
                      if row["reference"] else "")
 
+        def thinking(side: str) -> str:  # a thinking model's reasoning, folded away above its answer
+            text = row[side].get("thinking")
+            return (f'<details class="thinking"><summary>thinking ({len(text)} characters, not scored)</summary>'
+                    f'<div>{html.escape(text)}</div></details>' if text else "")
+
         def stats(side: str) -> str:
             answer = row[side]
             scores = answer["scores"] or {}
@@ -141,9 +147,9 @@ def render_html(report: dict[str, Any]) -> str:
         cards.append(
             f'<section class="q"><h3>{row["id"] + 1}. {html.escape(row["question"])}'
             f'<span class="cat">{html.escape(row["category"])}</span></h3>{reference}'
-            f'<div class="sides"><div class="side"><h4>base</h4><div class="answer">{left}</div>'
+            f'<div class="sides"><div class="side"><h4>base</h4>{thinking("base")}<div class="answer">{left}</div>'
             f'<div class="stats">{stats("base")}</div></div>'
-            f'<div class="side"><h4>fine-tuned</h4><div class="answer">{right}</div>'
+            f'<div class="side"><h4>fine-tuned</h4>{thinking("finetuned")}<div class="answer">{right}</div>'
             f'<div class="stats">{stats("finetuned")}</div></div></div></section>')
     timing = report["timing"]
     return f"""<!doctype html>
@@ -187,7 +193,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"### {row['id'] + 1}. {row['question']}", ""]
         if row["reference"]:
             lines += [f"*Reference:* {row['reference']}", ""]
-        lines += [f"**Base:** {row['base']['answer']}", "", f"**Fine-tuned:** {row['finetuned']['answer']}", ""]
+        for side, name in (("base", "Base"), ("finetuned", "Fine-tuned")):
+            if row[side].get("thinking"):
+                lines += [f"*{name} thinking (not scored):* {row[side]['thinking']}", ""]
+            lines += [f"**{name}:** {row[side]['answer']}", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ max_completion_tokens) defaults to the configured max_new_tokens, shortened to w
 leave after the prompt. Fields of OpenAI's API this server cannot honour (n > 1, logprobs, tools, a
 response_format other than text, nonzero presence / frequency penalties, echo, best_of, suffix) are refused
 rather than ignored; fields it does not know are ignored, as OpenAI's own clients send a few (user, ...).
+A chat request may set `chat_template_kwargs: {"enable_thinking": true|false}` (vLLM's and SGLang's field) to
+switch Qwen3's thinking for that request; without it the server's generation.enable_thinking applies.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Parsed:
 def parse_chat(body, served: Served) -> Parsed:
     _object(body)
     messages = _messages(body.get("messages"), served.system_prompt)
-    text = prompt_text(served.tokenizer, messages)
+    text = prompt_text(served.tokenizer, messages, _enable_thinking(body, served.settings.enable_thinking))
     return _parsed(body, served, served.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -87,6 +89,21 @@ def parse_completion(body, served: Served) -> Parsed:
             raise ApiError(400, f"'{unsupported}' is not supported by this server; leave it out.", unsupported)
     # As the model reads plain text (with its tokenizer's special tokens); the reply is kept as generated.
     return dataclasses.replace(_parsed(body, served, served.tokenizer(prompt)["input_ids"]), strip=False)
+
+
+def _enable_thinking(body: dict, default: bool | None) -> bool | None:
+    """The request's chat_template_kwargs.enable_thinking, else `default`; ApiError for anything else there."""
+    extra = body.get("chat_template_kwargs")
+    if extra is None:
+        return default
+    if not isinstance(extra, dict) or set(extra) - {"enable_thinking"}:
+        raise ApiError(400, "'chat_template_kwargs' may only hold enable_thinking (true or false).",
+                       "chat_template_kwargs")
+    value = extra.get("enable_thinking", default)
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, "'chat_template_kwargs.enable_thinking' must be true or false.",
+                       "chat_template_kwargs.enable_thinking")
+    return value
 
 
 def _object(body) -> None:

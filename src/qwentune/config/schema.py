@@ -151,6 +151,10 @@ class GenerationConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    # Qwen3's thinking mode, passed to the chat template (enable_thinking): true, the model reasons in
+    # <think>...</think> before answering; false, it answers at once; null, the template's own default
+    # (Qwen3: thinking). Templates without thinking ignore it. README "Thinking mode" has the policy.
+    enable_thinking: bool | None = None
 
 
 @dataclass

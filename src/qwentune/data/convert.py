@@ -15,6 +15,10 @@ What is fatal and what is skipped (and counted in the stats):
   A null text field is empty, exactly like "" (never the text "None").
 Message contents are stripped of surrounding whitespace: templates add their own
 separators, and a leading newline would blur where the reply starts.
+
+Reasoning is kept: a reply's `reasoning_content`, `reasoning` or `think` field (on an Alpaca record, or on
+a ShareGPT / OpenAI turn), or `<think>...</think>` written inside the reply, becomes the reply
+`<think>\nREASONING\n</think>\n\nANSWER` (qwentune/thinking.py; the policy in README "Thinking mode").
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..thinking import REASONING_FIELDS, with_reasoning
 from . import oasst
 
 FORMATS = ("alpaca", "sharegpt", "openai", "oasst1", "oasst_tree")
@@ -113,6 +118,15 @@ def _normalize(messages: list[dict[str, str]], system: str) -> list[dict[str, st
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
+def _reasoning(record: dict[str, Any], where: str) -> str:
+    """The first non-empty reasoning field of a record or turn ("" when none)."""
+    for key in REASONING_FIELDS:
+        text = _checked_text(record.get(key), f"'{key}'", where).strip()
+        if text:
+            return text
+    return ""
+
+
 def _alpaca_history(history: Any, where: str) -> list[dict[str, str]]:
     """The earlier turns of an Alpaca record; a null prompt or reply becomes an empty turn, which
     _normalize skips. Raises UserError when history is not [prompt, reply] pairs of text."""
@@ -134,7 +148,7 @@ def _alpaca(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
     output = record.get("output")
     if isinstance(output, list):
         raise UserError(f"{where}: 'output' is a list (ranking data?); supervised fine-tuning needs one text reply.")
-    output = _text(record, "output", where)
+    output = with_reasoning(_text(record, "output", where), _reasoning(record, where))
     # Every field is checked before any skip, so a wrong type is reported even in a record that is skipped.
     history = _alpaca_history(record.get("history"), where)
     system = _text(record, "system", where, required=False)
@@ -182,6 +196,8 @@ def _sharegpt(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
             raise UserError(f"{where}: every turn needs 'from' and 'value' (ShareGPT format); fix the record.")
         role = SHAREGPT_ROLES.get(_checked_text(turn["from"], f"turn {number} 'from'", where).lower())
         content = _checked_text(turn["value"], f"turn {number} 'value'", where).strip()
+        if role == "assistant":
+            content = with_reasoning(content, _reasoning(turn, f"{where} turn {number}"))
         unsupported = unsupported or role is None
         messages.append({"role": role, "content": content})
     system = _text(record, "system", where, required=False)
@@ -200,7 +216,10 @@ def _openai(record: dict[str, Any], where: str) -> list[dict[str, str]] | str:
         content = _content_parts_text(content, what, where) if isinstance(content, list) else _checked_text(
             content, what, where)
         unsupported = unsupported or role not in ("system", "user", "assistant")
-        messages.append({"role": role, "content": content.strip()})
+        content = content.strip()
+        if role == "assistant":
+            content = with_reasoning(content, _reasoning(turn, f"{where} message {number}"))
+        messages.append({"role": role, "content": content})
     system = _text(record, "system", where, required=False)
     return "unsupported_role" if unsupported else _normalize(messages, system)
 

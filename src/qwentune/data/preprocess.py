@@ -28,7 +28,7 @@ from ..models.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
 from . import sources
 from .convert import Converted, convert_records
 from .readers import read_records, record_files
-from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, KEPT, TRUNCATED, tokenize_batch
+from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, KEPT, LABELLING_VERSION, TRUNCATED, tokenize_batch
 
 STATS_FILE = "stats.json"
 # What preprocess writes (datasets writes dataset_dict.json): the only directory content it replaces.
@@ -119,6 +119,7 @@ def data_settings(data: DataConfig, seed: int, tokenizer, source: str | os.PathL
         "end_of_turn_token": end_of_turn_token(tokenizer),
         "tokenizer_sha256": tokenizer_sha256(tokenizer),
         "source_sha256": source_sha256(source),
+        "labelling_version": LABELLING_VERSION,
     }
 
 

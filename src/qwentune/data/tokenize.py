@@ -5,14 +5,21 @@ everywhere except on each assistant reply and the end-of-turn token that closes 
 (`<|im_end|>` for Qwen), in every turn: the model learns to answer and to stop, and
 never to imitate the prompt.
 
-How the reply spans are found: render the conversation up to each assistant turn
-with the generation prompt, and up to the end of that turn; the characters between
-the two renders are the reply, cut after the end-of-turn token (Qwen adds a newline
-after `<|im_end|>` that belongs to the template, not to the reply). One batched call
-of the fast tokenizer with offsets then labels every token that starts inside a span.
-This assumes the template renders a conversation incrementally (each prefix of the
-conversation renders to a prefix of the text), as ChatML and most templates do; a
-template that rewrites earlier turns is reported, not silently mislabelled.
+How the reply spans are found: render the conversation before each assistant turn with
+the generation prompt; that text must be a prefix of the whole rendering (the template
+does not rewrite earlier turns), and the reply runs from there through the next
+end-of-turn token (Qwen adds a newline after `<|im_end|>` that belongs to the template,
+not to the reply). One batched call of the fast tokenizer with offsets then labels every
+token that starts inside a span. A template that rewrites earlier turns is reported, not
+silently mislabelled.
+
+Thinking (Qwen3; the policy in README "Thinking mode"): the reply span starts after the
+generation prompt rendered with `enable_thinking=False` when the rendering continues with
+it: Qwen3 writes an empty `<think>\n\n</think>\n\n` before a reply without reasoning,
+exactly the prompt the model gets at inference with thinking off, so it stays unlabelled;
+a reply with reasoning (`<think>\n...\n</think>\n\n` then the answer) is trained whole.
+Qwen3's template drops the reasoning of turns before the last user message (the model
+never sees earlier thinking at inference), so those turns train their answers only.
 
 Truncation keeps examples trainable: a too-long conversation is cut after its last
 assistant turn that fits; if even the first reply does not fit, it is cut at
@@ -26,6 +33,9 @@ from typing import Any
 from ..errors import UserError
 
 IGNORE_INDEX = -100
+# Raised whenever the same conversations and tokenizer would get other ids or labels (a cached tokenization
+# made with another labelling is then not reused): 2 = Qwen3's think blocks (issue 21) and reasoning fields kept.
+LABELLING_VERSION = 2
 
 KEPT, TRUNCATED = "kept", "truncated"
 DROPPED_NO_REPLY = "dropped_no_reply_within_max_length"
@@ -36,25 +46,29 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], rendered: str,
                     end_of_turn: str | None) -> list[tuple[int, int]]:
     """Character spans [start, end) of each assistant reply (with its end-of-turn token) in `rendered`."""
     spans = []
+    thinking_template = "enable_thinking" in str(tokenizer.chat_template or "")
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
         prompt = tokenizer.apply_chat_template(messages[:index], add_generation_prompt=True, tokenize=False)
-        if index == len(messages) - 1:
-            through_reply = rendered  # the last turn: the whole conversation, already rendered
-        else:
-            through_reply = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
-        if not (through_reply.startswith(prompt) and rendered.startswith(through_reply)):
+        if not rendered.startswith(prompt):
             raise UserError(
                 "the tokenizer's chat template does not render conversations incrementally (it rewrites earlier "
                 "turns), so reply tokens cannot be located safely; use a template without that behaviour."
             )
-        end = len(through_reply)
-        if end_of_turn:
-            marker = through_reply.rfind(end_of_turn, len(prompt))
-            if marker != -1:
-                end = marker + len(end_of_turn)
-        spans.append((len(prompt), end))
+        start = len(prompt)
+        # Qwen3: a reply without reasoning follows the empty think block of the non-thinking prompt.
+        if thinking_template:
+            quiet = tokenizer.apply_chat_template(messages[:index], add_generation_prompt=True, tokenize=False,
+                                                  enable_thinking=False)
+            if len(quiet) > start and rendered.startswith(quiet):
+                start = len(quiet)
+        marker = rendered.find(end_of_turn, start) if end_of_turn else -1
+        if marker != -1:
+            end = marker + len(end_of_turn)
+        else:  # no end-of-turn token: the reply ends where the conversation through it ends
+            end = len(tokenizer.apply_chat_template(messages[: index + 1], tokenize=False))
+        spans.append((start, end))
     return spans
 
 

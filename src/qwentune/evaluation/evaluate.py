@@ -19,6 +19,7 @@ from ..config import Config
 from ..errors import UserError
 from ..fsutil import atomic_output_dir, check_directory_path, hold_output, write_json
 from ..inference.generate import answer_all
+from ..thinking import split_thinking
 
 
 def eval_conversations(cfg: Config, log=print) -> tuple[list[list[dict[str, str]]], str]:
@@ -85,14 +86,17 @@ def evaluate_side(loaded, conversations, cfg: Config, adapter: bool = True, labe
     rows = []
     if any(metric.needs_answers for metric in chosen):
         prompts = [c[:-1] for c in conversations]
-        references = [c[-1]["content"] for c in conversations]
+        # Thinking (a reference's <think> block, a thinking model's reasoning) is kept apart: answers are scored.
+        references = [split_thinking(c[-1]["content"])[1] for c in conversations]
         answers = answer_all(loaded, prompts, cfg.generation, cfg.eval.eval_batch_size, adapter,
                              cfg.training.seed, desc=f"generating {label}".strip())
-        rows = [{"prompt": p, "reference": r, "prediction": a.text, "new_tokens": a.new_tokens, "stopped": a.stopped}
-                for p, r, a in zip(prompts, references, answers)]
+        split = [split_thinking(a.text) for a in answers]
+        rows = [{"prompt": p, "reference": r, "prediction": text, "thinking": thinking or None,
+                 "new_tokens": a.new_tokens, "stopped": a.stopped}
+                for p, r, a, (thinking, text) in zip(prompts, references, answers, split)]
         scored = [metric for metric in chosen if metric.corpus is not None]
         if scored:
-            metrics.update(text_metrics([a.text for a in answers], references, scored))
+            metrics.update(text_metrics([text for _, text in split], references, scored))
         for metric in chosen:
             if metric.of_answer is not None:
                 metrics[metric.name] = round(sum(map(metric.of_answer, rows)) / len(rows), 4)

@@ -63,10 +63,13 @@ def chat(loaded: LoadedModel, settings: GenerationConfig, system: str | None, se
             stdout.write(f"unknown command {text.split()[0]}; {CHAT_HELP}\n")
             continue
         messages = conversation(text, system, history)
-        fitted = fit_conversation(loaded.tokenizer, messages, settings.max_new_tokens, positions)
+        fitted = fit_conversation(loaded.tokenizer, messages, settings.max_new_tokens, positions,
+                                  settings.enable_thinking)
         if fitted is None:
             alone = conversation(text, system)
-            stdout.write(f"({question_too_long(loaded.tokenizer, alone, positions, settings.max_new_tokens)})\n")
+            too_long = question_too_long(loaded.tokenizer, alone, positions, settings.max_new_tokens,
+                                         settings.enable_thinking)
+            stdout.write(f"({too_long})\n")
             continue
         if fitted is not messages and not trimming:
             trimming = True

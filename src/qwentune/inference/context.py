@@ -16,18 +16,18 @@ def model_positions(model) -> int | None:
 
 
 def fit_conversation(tokenizer, messages: list[dict[str, str]], max_new_tokens: int,
-                     positions: int | None) -> list[dict[str, str]] | None:
+                     positions: int | None, enable_thinking: bool | None = None) -> list[dict[str, str]] | None:
     """`messages` (an optional system message, earlier user/assistant turns, the newest user message last)
     with the oldest turns dropped until the prompt, as the chat template renders it with the generation
     prompt, plus `max_new_tokens` fits in `positions`. The system message and the newest user message are
-    always kept, and what is kept starts with a user turn. Returns `messages` itself when it fits (or
+    always kept, and what is kept starts with a user turn. `enable_thinking`: as in generate.prompt_text. Returns `messages` itself when it fits (or
     `positions` is None), and None when even the system message and the newest user message do not fit."""
     if positions is None:
         return messages
     room = positions - max_new_tokens
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = list(messages[len(system):])
-    while prompt_length(tokenizer, system + turns) > room:
+    while prompt_length(tokenizer, system + turns, enable_thinking) > room:
         if len(turns) == 1:
             return None
         turns.pop(0)
@@ -42,9 +42,10 @@ def too_long_notice(positions: int, max_new_tokens: int) -> str:
             f"{max_new_tokens}; dropping the oldest turns from now on, keeping the system prompt")
 
 
-def question_too_long(tokenizer, messages: list[dict[str, str]], positions: int, max_new_tokens: int) -> str:
+def question_too_long(tokenizer, messages: list[dict[str, str]], positions: int, max_new_tokens: int,
+                      enable_thinking: bool | None = None) -> str:
     """The one line for a question that does not fit even alone (with the system prompt): it is skipped."""
-    length = prompt_length(tokenizer, messages)
+    length = prompt_length(tokenizer, messages, enable_thinking)
     return (f"this question is {length} tokens with the system prompt and the chat template; with max_new_tokens "
             f"{max_new_tokens} it does not fit the model's {positions} positions, so it is skipped: ask a shorter "
             f"one, shorten the system prompt, or lower max_new_tokens")

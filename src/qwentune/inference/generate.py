@@ -41,12 +41,17 @@ def _generation_kwargs(loaded: LoadedModel, settings: GenerationConfig) -> dict:
     return kwargs
 
 
-def prompt_text(tokenizer, messages: list[dict[str, str]]) -> str:
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def prompt_text(tokenizer, messages: list[dict[str, str]], enable_thinking: bool | None = None) -> str:
+    """The prompt the model answers: the conversation with the template's generation prompt; `enable_thinking`
+    (generation.enable_thinking) goes to the template when it is set (Qwen3 then writes an empty think block
+    for false), and None leaves the template's default."""
+    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
 
 
-def prompt_length(tokenizer, messages: list[dict[str, str]]) -> int:
-    return len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+def prompt_length(tokenizer, messages: list[dict[str, str]], enable_thinking: bool | None = None) -> int:
+    """The prompt's length in tokens (prompt_text)."""
+    return len(tokenizer(prompt_text(tokenizer, messages, enable_thinking), add_special_tokens=False)["input_ids"])
 
 
 def reply_text(tokenizer, ids: list[int], stopped: bool) -> str:
@@ -99,7 +104,8 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]
     tokenizer = loaded.tokenizer
     # Left padding: generation continues at the right edge of every row. Asked for in this call only,
     # so the shared tokenizer keeps its own padding side for its other users (training pads right).
-    encoded = tokenizer([prompt_text(tokenizer, c) for c in conversations], return_tensors="pt", padding=True,
+    encoded = tokenizer([prompt_text(tokenizer, c, settings.enable_thinking) for c in conversations],
+                        return_tensors="pt", padding=True,
                         padding_side="left", add_special_tokens=False).to(loaded.model.device)
     started = time.perf_counter()
     new = generate_new_tokens(loaded, encoded, settings, adapter, seed)
@@ -124,7 +130,7 @@ def stream(loaded: LoadedModel, messages: list[dict[str, str]], settings: Genera
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     tokenizer = loaded.tokenizer
-    encoded = tokenizer([prompt_text(tokenizer, messages)], return_tensors="pt",
+    encoded = tokenizer([prompt_text(tokenizer, messages, settings.enable_thinking)], return_tensors="pt",
                         add_special_tokens=False).to(loaded.model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
@@ -163,7 +169,8 @@ def answer_all(loaded, prompts, settings, batch_size: int, adapter: bool = True,
     every row at its longest prompt's length (test_questions.json, SmolLM2 template: padding in
     batches of 8 falls from 25% to 11% of the computed prompt tokens).
     """
-    order = sorted(range(len(prompts)), key=lambda i: -prompt_length(loaded.tokenizer, prompts[i]))
+    order = sorted(range(len(prompts)),
+                   key=lambda i: -prompt_length(loaded.tokenizer, prompts[i], settings.enable_thinking))
     answers: list = [None] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         chunk = order[start:start + batch_size]
