@@ -26,22 +26,23 @@ from ..errors import UserError
 from ..fsutil import OutputKind, atomic_output_dir, check_output_dir, write_json
 from ..models.tokenizer import control_tokens, end_of_turn_token, load_tokenizer
 from . import sources
-from .convert import convert_records
+from .convert import Converted, convert_records
 from .readers import read_records, record_files
-from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, TRUNCATED, tokenize_batch
+from .tokenize import DROPPED_CONTROL_TEXT, DROPPED_NO_REPLY, KEPT, TRUNCATED, tokenize_batch
 
 STATS_FILE = "stats.json"
 # What preprocess writes (datasets writes dataset_dict.json): the only directory content it replaces.
 TOKENIZED = OutputKind("tokenized dataset", (STATS_FILE, "dataset_dict.json"))
 
 
-def _percentiles(lengths: list[int]) -> dict[str, float]:
+def length_summary(lengths: list[int]) -> dict[str, float]:
+    """min, mean, median (p50), p90, p99 and max of token lengths (a non-empty list), as stats.json reports them."""
     ordered = sorted(lengths)
 
     def pick(q: float) -> int:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    return {"mean": round(sum(ordered) / len(ordered), 1), "p50": pick(0.5), "p90": pick(0.9),
+    return {"min": ordered[0], "mean": round(sum(ordered) / len(ordered), 1), "p50": pick(0.5), "p90": pick(0.9),
             "p99": pick(0.99), "max": ordered[-1]}
 
 
@@ -121,6 +122,48 @@ def data_settings(data: DataConfig, seed: int, tokenizer, source: str | os.PathL
     }
 
 
+def read_conversations(data: DataConfig) -> tuple[sources.DataSource, Converted, list[dict[str, Any]]]:
+    """data's source resolved, read and converted, and its conversations cut to data.max_samples: what
+    preprocess tokenizes. Returns (source, the conversion with its skip counts, the conversations).
+
+    Raises UserError for a source that cannot be found, read or converted, and when no conversation is usable."""
+    source = resolve_source(data)
+    records = read_records(source.path)
+    converted = convert_records(records, source.format, source.columns, source.label, data.system_prompt,
+                                data.languages)
+    conversations = converted.conversations[: data.max_samples] if data.max_samples else converted.conversations
+    if not conversations:
+        raise UserError(
+            f"{source.label}: no usable conversation among {converted.records_in} records "
+            f"(skipped: {dict(converted.skipped)}); check data.dataset_format and data.columns."
+        )
+    return source, converted, conversations
+
+
+def tokenize_options(data: DataConfig, tokenizer) -> dict[str, Any]:
+    """tokenize_batch's settings for this data and tokenizer (all but the tokenizer): max_length, the
+    end-of-turn token and the chat template's control tokens, which make an example holding them dropped.
+
+    Raises UserError when data.system_prompt holds one of those control tokens."""
+    forbidden = control_tokens(tokenizer)
+    in_prompt = [token for token in forbidden if token in (data.system_prompt or "")]
+    if in_prompt:
+        raise UserError(f"--system_prompt (data.system_prompt) holds {in_prompt[0]!r}, a control token of the chat "
+                        f"template, which must not appear in a system prompt; remove it.")
+    return {"max_length": data.max_length, "end_of_turn": end_of_turn_token(tokenizer), "forbidden": forbidden}
+
+
+def tokenization_counts(status: Counter) -> dict[str, int]:
+    """stats.json's "tokenization" block from tokenize_batch's per-example statuses: kept whole, truncated,
+    and dropped by reason."""
+    return {
+        "kept_whole": status.get(KEPT, 0),
+        "truncated": status.get(TRUNCATED, 0),
+        DROPPED_NO_REPLY: status.get(DROPPED_NO_REPLY, 0),
+        DROPPED_CONTROL_TEXT: status.get(DROPPED_CONTROL_TEXT, 0),
+    }
+
+
 def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathLike, seed: int = 42,
                trust_remote_code: bool = False, log=print, tokenizer=None,
                settings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -135,32 +178,17 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     import datasets
 
     check_output_dir(output_dir, TOKENIZED)
-    source = resolve_source(data)
-    records = read_records(source.path)
-    converted = convert_records(records, source.format, source.columns, source.label, data.system_prompt,
-                                data.languages)
-    conversations = converted.conversations[: data.max_samples] if data.max_samples else converted.conversations
-    if not conversations:
-        raise UserError(
-            f"{source.label}: no usable conversation among {converted.records_in} records "
-            f"(skipped: {dict(converted.skipped)}); check data.dataset_format and data.columns."
-        )
+    source, converted, conversations = read_conversations(data)
     log(f"{source.label}: {converted.records_in} records -> {len(conversations)} conversations ({converted.format})")
 
     tokenizer = tokenizer or load_tokenizer(tokenizer_name, trust_remote_code)
-    forbidden = control_tokens(tokenizer)
-    in_prompt = [token for token in forbidden if token in (data.system_prompt or "")]
-    if in_prompt:
-        raise UserError(f"--system_prompt (data.system_prompt) holds {in_prompt[0]!r}, a control token of the chat "
-                        f"template, which must not appear in a system prompt; remove it.")
-    end_of_turn = end_of_turn_token(tokenizer)
+    options = tokenize_options(data, tokenizer)
     dataset = datasets.Dataset.from_list(conversations).map(
         tokenize_batch,
         batched=True,
         batch_size=256,
         num_proc=data.num_proc if data.num_proc > 1 else None,
-        fn_kwargs=dict(tokenizer=tokenizer, max_length=data.max_length, end_of_turn=end_of_turn,
-                       forbidden=forbidden),
+        fn_kwargs=dict(tokenizer=tokenizer, **options),
         desc="Tokenizing",
     )
     status = Counter(dataset["status"])
@@ -169,7 +197,7 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
     dataset = dataset.filter(lambda s: not s.startswith("dropped"), input_columns="status")
     dataset = dataset.remove_columns(["status", "full_length"])
     if len(dataset) == 0:
-        raise UserError(_all_dropped(source.label, status, conversations, forbidden, data.max_length))
+        raise UserError(all_dropped_message(source.label, status, conversations, options["forbidden"], data.max_length))
 
     n_validation, note = validation_count(data.val_size, len(dataset))
     if note:
@@ -198,19 +226,14 @@ def preprocess(data: DataConfig, tokenizer_name: str, output_dir: str | os.PathL
         "records_in": converted.records_in,
         "conversations": len(conversations),
         "skipped_in_conversion": dict(converted.skipped),
-        "tokenization": {
-            "kept_whole": status.get("kept", 0),
-            "truncated": status.get(TRUNCATED, 0),
-            "dropped_no_reply_within_max_length": status.get(DROPPED_NO_REPLY, 0),
-            "dropped_special_token_text_in_content": status.get(DROPPED_CONTROL_TEXT, 0),
-        },
+        "tokenization": tokenization_counts(status),
         "examples_out": len(dataset),
         "splits": {name: len(part) for name, part in splits.items()},
         "tokens": {
             "total": int(sum(lengths)),
             "trainable": int(sum(sum(1 for x in labels if x != -100) for labels in dataset["labels"])),
-            "length": _percentiles(lengths),
-            "length_before_truncation": _percentiles(full_lengths),
+            "length": length_summary(lengths),
+            "length_before_truncation": length_summary(full_lengths),
         },
     }
     with atomic_output_dir(output_dir, TOKENIZED) as tmp:
@@ -245,7 +268,7 @@ def _shown(key: str, value: Any) -> str:
     return f"{value[:12]}..." if key.endswith("_sha256") else repr(value)
 
 
-def _all_dropped(label: str, status: Counter, conversations: list[dict], forbidden: tuple[str, ...],
+def all_dropped_message(label: str, status: Counter, conversations: list[dict], forbidden: tuple[str, ...],
                  max_length: int) -> str:
     """The sentence for data that tokenized to nothing: the fix of each reason examples were dropped."""
     fixes = []

@@ -58,7 +58,9 @@ def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = Fa
     return target
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
+    """Whether a dataset name that names no existing file is meant as a path (a record file's suffix, a leading
+    '.', '/' or '~', or more than one '/'), so that it is "file not found" rather than an unknown dataset."""
     lowered = name.lower()
     return lowered.endswith(SUFFIXES) or name.startswith((".", "/", "~")) or name.count("/") > 1
 
@@ -76,7 +78,7 @@ def resolve(name: str, data_format: str = "auto", columns: dict | None = None,
         return DataSource(path, data_format, columns, str(path))
     entry = registry.get(name)
     if entry is None:
-        if _looks_like_path(name):
+        if looks_like_path(name):
             raise UserError(f"{name}: file not found; check the path (relative paths start from {Path.cwd()}).")
         if name.count("/") != 1:
             raise unknown_dataset_error(name, registry)

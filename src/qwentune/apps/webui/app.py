@@ -36,7 +36,8 @@ def build_app(settings: WebuiSettings):
     import gradio as gr
 
     i18n = translations(TEXT, *(tab.TEXT for tab in TABS))
-    with gr.Blocks(title="qwentune") as page:
+    # analytics_enabled=False: a local tool sends nothing about its user to Gradio's servers (and waits on no network).
+    with gr.Blocks(title="qwentune", analytics_enabled=False) as page:
         gr.Markdown(t("app.title"), elem_id="app-title")
         with gr.Row():
             shared = SharedInputs(

@@ -59,6 +59,20 @@ def model_reference(text: str, settings: WebuiSettings, what: str) -> str:
     return text  # a hub id such as Qwen/Qwen2-0.5B, or embedded:SmolLM2-135M-Instruct
 
 
+def page_config(config_text: str, model_text: str, settings: WebuiSettings):
+    """The Config the page's model row names: its config file (through page_path; empty: the defaults) loaded and
+    checked exactly as the command line loads it, with the row's model as model.model_name_or_path (through
+    model_reference; empty: the config's). Raises UserError for a path outside the page's folders or a config
+    with mistakes (every one named, as `--config` would)."""
+    from ...config import load_config
+
+    path = page_path(config_text, settings, "Config file") if config_text and config_text.strip() else None
+    overrides = []
+    if model_text and model_text.strip():
+        overrides.append(("model_name_or_path", model_reference(model_text, settings, "Base model")))
+    return load_config(path, overrides)
+
+
 def shows_user_errors(handler):
     """An event handler whose UserError reaches the page as Gradio's error toast with its one sentence
     (gr.Error); any other exception is a bug of ours and keeps its traceback in the server's log.
