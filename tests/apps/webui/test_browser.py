@@ -7,7 +7,7 @@ answer from both models -> compare 3 questions -> rate 3 -> the win rate, whose 
 reads. Then two browser sessions at once (one training, one chatting), and the page in Chinese and English.
 
 Screenshots of every step go to the test's tmp_path, and also to $QWENTUNE_SCREENSHOTS when it is set: that is
-how docs/images/webui*.png are made (docs/images/README.md).
+how README's docs/images/webui.png is made (README, Test).
 
 Skips without Chromium or Playwright (CI installs both: .ci/run); Playwright's own browser download is not
 needed, the system browser is launched.
@@ -32,7 +32,8 @@ from tests.helpers import qa_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Generous: two cores shared by other jobs; a first model load or a training process's imports take a while.
-SLOW_MS = 180_000
+SLOW_MS = 180_000  # waits for work: a preview, a training, a reply, a comparison
+FIND_MS = 30_000  # waits for a component to be there and clickable (a missing elem_id fails after this)
 QUESTIONS = ["What is the capital of France?", "法国的首都是哪里？", "2+2?"]
 # The working directory's config: fast settings the form starts from (the walk types its own on top).
 CONFIG = """\
@@ -123,15 +124,17 @@ def browser():
 
 @pytest.fixture
 def shots(tmp_path):
-    """shot(page, name): a screenshot of the page's viewport to tmp_path/name.png and to $QWENTUNE_SCREENSHOTS."""
+    """shot(page, name, also=None): a screenshot of the page's viewport to tmp_path/name.png, and to
+    $QWENTUNE_SCREENSHOTS as name.png (and also.png: README's picture is webui.png)."""
     extra = os.environ.get("QWENTUNE_SCREENSHOTS")
 
-    def shot(page, name: str, full_page: bool = False) -> Path:
+    def shot(page, name: str, also: str | None = None) -> Path:
         path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path), full_page=full_page)
+        page.screenshot(path=str(path))
         if extra:
             Path(extra).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, Path(extra) / path.name)
+            for copy in filter(None, (name, also)):
+                shutil.copy(path, Path(extra) / f"{copy}.png")
         return path
 
     return shot
@@ -141,9 +144,9 @@ def open_page(browser, webui, locale="en-US"):
     """A new browser session (its own cookies, its own page state) on the page, loaded."""
     context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(SLOW_MS)
+    page.set_default_timeout(FIND_MS)
     page.goto(webui.url)
-    page.wait_for_selector("#app-model textarea, #app-model input")
+    page.wait_for_selector("#app-model textarea, #app-model input", timeout=SLOW_MS)
     return page
 
 
@@ -206,7 +209,7 @@ def wait_reply(page, webui, elem_id: str, count: int = 1) -> str:
             if (toast) return true;
             const replies = [...document.querySelectorAll('#' + id + ' [data-testid=bot]')];
             return replies.filter(r => r.innerText.trim()).length >= count;
-        }""", arg=[elem_id, count], polling=250)
+        }""", arg=[elem_id, count], polling=250, timeout=SLOW_MS)
     except PlaywrightTimeout:
         raise AssertionError(f"no reply in #{elem_id}: {bot_replies(page, elem_id)}\n{webui.log_tail()}") from None
     toast = page.locator('[data-testid="toast-body"]')
@@ -232,20 +235,21 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     open_tab(page, "data_tab")
     fill(page, "data-dataset", "qa.jsonl")
     page.click("#data-preview-button")
-    page.wait_for_selector("#data-preview span.qt-tok.qt-trained")
+    page.wait_for_selector("#data-preview span.qt-tok.qt-trained", timeout=SLOW_MS)
     assert page.locator("#data-preview span.qt-tok.qt-masked").count() > 0
     assert page.locator("#data-preview span.qt-tok.qt-trained").count() > 0
     assert "巴黎" in page.inner_text("#data-preview")  # an answer of the file, decoded
+    page.locator("#data-preview").scroll_into_view_if_needed()
     shots(page, "webui-1-data")
 
     # Train: 4 steps; the status reaches step 4/4 and finished, the loss curve has its points.
     start_training(page, webui, "runs/walk", 4)
     status = wait_text(page, webui, "train-status", r"step 4/4.*")
     wait_text(page, webui, "train-status", r"^finished")
-    page.wait_for_selector("#train-loss g.mark-line path")
+    page.wait_for_selector("#train-loss g.mark-line path", timeout=SLOW_MS)
     assert (webui.work / "runs" / "walk" / "adapter_model.safetensors").is_file(), status
     page.locator("#train-status").scroll_into_view_if_needed()
-    shots(page, "webui-2-train")
+    shots(page, "webui-2-train", also="webui")
 
     # Chat: the trained adapter in the model row, both models answer.
     fill(page, "app-adapter", "runs/walk")
