@@ -209,13 +209,15 @@ def cmd_rating_export(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
     import json
 
-    from .evaluation.rating import import_scores
+    from .evaluation.rating import describe_head_to_head, import_head_to_head, import_scores
 
     if args.output:
         check_output_file(args.output, "--output", "scores.json")
     result = import_scores(args.sheet, args.key)
     for model, stats in result.items():
         print(f"{model}: mean {stats['mean']} over {stats['rated']} rated answers (stdev {stats['stdev']})")
+    for pairing in import_head_to_head(args.sheet, args.key):
+        print(describe_head_to_head(pairing))
     if args.output:
         from .fsutil import write_json
 
@@ -230,14 +232,11 @@ COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + [
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
-    from pathlib import Path
-
-    from .apps.compare import compare_batch, load_pair
+    from .apps.compare import compare_to_files, load_pair
     from .inference.prompts import read_questions
     from .models.precision import choose_precision
 
     cfg = _config_with_options(args.config, extra, COMPARE_KEYS, "model_comparison")
-    precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
     if not args.interactive and not args.questions_file:
         raise UserError("model_comparison: give --questions-file FILE (batch) or --interactive.")
     if args.batch_size < 1:
@@ -245,20 +244,13 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     if args.interactive:
         from .apps.interactive import Session
 
+        precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
         pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
         Session(pair, cfg.generation, args.system, cfg.training.seed).run()
         return
     questions = read_questions(args.questions_file)
-    output = Path(args.output)
-    check_output_file(output, "--output", "comparison_results.json")
-    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
-        raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
-    from .apps.report import write_comparison
-
-    with hold_output(output, "--output"):  # the JSON and the .html / .md beside it, from before the models load
-        pair = load_pair(args.base_model, args.finetuned_model, precision, cfg.model.trust_remote_code)
-        report = compare_batch(pair, questions, cfg.generation, args.batch_size, cfg.training.seed, args.system)
-        pages = write_comparison(report, output)
+    report, pages = compare_to_files(args.base_model, args.finetuned_model, questions, args.output, cfg,
+                                     args.batch_size, args.system)
     overall = report["summary"]["overall"]
     print(f"{overall['questions']} questions; ROUGE-L base {overall['base']['rouge_l']} -> fine-tuned "
           f"{overall['finetuned']['rouge_l']}; BLEU-4 base {overall['base']['bleu_4']} -> fine-tuned "
@@ -497,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the sheet: .csv or .jsonl")
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_rating_export)
-    p = rating.add_parser("import", help="scores per model from a filled sheet")
+    p = rating.add_parser("import", help="scores per model, and win rates head to head, from a filled sheet")
     p.add_argument("--sheet", required=True)
     p.add_argument("--key", help="default: <sheet>.key.json")
     p.add_argument("--output", help="write the scores here as JSON")

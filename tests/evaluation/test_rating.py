@@ -7,7 +7,7 @@ import pytest
 
 from qwentune.cli import main
 from qwentune.errors import UserError
-from qwentune.evaluation.rating import export_sheet, import_scores
+from qwentune.evaluation.rating import export_sheet, head_to_head, import_head_to_head, import_scores, win_rate
 
 
 def predictions(path, answers):
@@ -226,3 +226,35 @@ def test_import_names_a_missing_sheet_before_its_key(tmp_path, capsys):
     assert main(["rating", "import", "--sheet", str(tmp_path / "s.csv")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 's.csv'}: rating sheet file not found; check the "
                                                f"path (rating export writes it).")
+
+
+def test_import_compares_the_models_head_to_head_on_each_prompt(tmp_path, capsys):
+    """Each prompt's answers of two models, both scored, are one comparison: the higher score wins, equal scores
+    tie, and the win rate counts a tie as half (the rule of the interactive and page A/B ratings)."""
+    base = predictions(tmp_path / "base", BASE_ANSWERS)
+    tuned = predictions(tmp_path / "tuned", TUNED_ANSWERS)
+    sheet = tmp_path / "sheet.jsonl"
+    export_sheet([str(base), str(tuned)], sheet)
+    rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
+    # Prompts 0-2: tuned better, 3: equal, 4: base better, 5: only the base answer scored (not a comparison).
+    wanted = {0: (2, 5), 1: (3, 4), 2: (1, 5), 3: (4, 4), 4: (5, 2), 5: (3, None)}
+    for row in rows:
+        number = int(row["prompt"].split()[-1])
+        score = wanted[number][0 if row["model"] == "M1" else 1]
+        row["score"] = "" if score is None else score
+    sheet.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    base_name, tuned_name = str(base / "predictions.jsonl"), str(tuned / "predictions.jsonl")
+    assert import_head_to_head(sheet) == [{"first": base_name, "second": tuned_name, "wins": 1, "losses": 3,
+                                           "ties": 1, "win_rate": 0.3}]
+    assert main(["rating", "import", "--sheet", str(sheet)]) == 0
+    assert f"{base_name} vs {tuned_name}: 1 win, 3 losses, 1 tie: win rate 30% (ties count half)\n" in \
+        capsys.readouterr().out
+
+
+def test_head_to_head_pairs_a_repeated_prompt_in_sheet_order_and_skips_unscored_pairs():
+    rows = [("M1", "p", 5), ("M2", "p", 1), ("M2", "p", 4), ("M1", "p", 2), ("M1", "q", 3), ("M2", "q", None),
+            ("M1", None, 5), ("M2", None, 1)]  # rows without a prompt pair with nothing
+    assert head_to_head(rows, ["M1", "M2"]) == [{"first": "M1", "second": "M2", "wins": 1, "losses": 1, "ties": 0,
+                                                 "win_rate": 0.5}]
+    assert head_to_head(rows, ["M2", "M1"])[0]["wins"] == 1 and head_to_head(rows[4:6], ["M1", "M2"]) == []
+    assert win_rate(0, 0, 0) is None and win_rate(2, 1, 1) == 0.625 and win_rate(0, 0, 3) == 0.5

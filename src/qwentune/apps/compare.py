@@ -11,11 +11,14 @@ Questions file: read by inference/prompts.py, the same reader as `infer --prompt
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from ..config import GenerationConfig
+from ..config import Config, GenerationConfig
+from ..errors import UserError
 from ..inference.generate import answer_all
 from ..inference.prompts import Question
 from ..models.load import LoadedModel, load_for_inference
@@ -140,3 +143,31 @@ def compare_batch(pair: Pair, questions: list[Question], settings: GenerationCon
         "corpus_metrics": corpus,
         "results": results,
     }
+
+
+def compare_to_files(base: str, finetuned: str, questions: list[Question], output: str | Path, cfg: Config,
+                     batch_size: int = 32, system: str | None = None, option: str = "--output",
+                     log=print) -> tuple[dict[str, Any], list[Path]]:
+    """`qwentune compare --questions-file`: load both sides, answer every question, write the results JSON
+    `output` with the .html and .md report beside it; return (the comparison as compare_batch returns it, the
+    files written: JSON, HTML, Markdown).
+
+    Generation settings, seed, precision and trust_remote_code come from cfg. Raises UserError naming `option`,
+    before any model loads, when batch_size is below 1, output is a directory or lies under a file, its folder
+    is missing or not writable, or another process is writing the same output.
+    """
+    from ..fsutil import check_output_file, hold_output
+    from ..models.precision import choose_precision
+    from .report import write_comparison
+
+    if batch_size < 1:
+        raise UserError(f"model_comparison: the batch size is {batch_size}; it must be at least 1.")
+    output = Path(output)
+    check_output_file(output, option, "comparison_results.json")
+    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
+        raise UserError(f"{output}: cannot write the results there; choose an existing, writable directory.")
+    precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
+    with hold_output(output, option):  # the JSON and the .html / .md beside it, from before the models load
+        pair = load_pair(base, finetuned, precision, cfg.model.trust_remote_code, log=log)
+        report = compare_batch(pair, questions, cfg.generation, batch_size, cfg.training.seed, system)
+        return report, write_comparison(report, output)

@@ -19,6 +19,7 @@ from typing import TextIO
 from ..config import GenerationConfig, change_generation
 from ..data.convert import conversation
 from ..errors import UserError
+from ..evaluation.rating import win_rate
 from ..inference.context import fit_conversation, model_positions, question_too_long
 from ..inference.generate import stream
 from ..inference.prompts import NOT_UTF8_LINE, is_utf8_text, read_lines_leniently
@@ -144,9 +145,10 @@ class Session:
         self.last["rating"] = {"choice": choice, "shown_as": {"A": mapping["a"], "B": mapping["b"]}, "winner": winner}
         self.save(self.save_path, quiet=True)
         rated = sum(self.votes.values())
+        rate = win_rate(self.votes["finetuned"], self.votes["base"], self.votes["tie"])
         self.say(f"A was {mapping['a']}, B was {mapping['b']}. Fine-tuned wins {self.votes['finetuned']}, "
                  f"base wins {self.votes['base']}, ties {self.votes['tie']}: fine-tuned win rate "
-                 f"{(self.votes['finetuned'] + 0.5 * self.votes['tie']) / rated:.0%} over {rated} (ties count half)")
+                 f"{rate:.0%} over {rated} (ties count half)")
 
     def save(self, path: str, quiet: bool = False) -> None:
         if self.last is None:

@@ -6,6 +6,10 @@ The CSV is written as UTF-8 with a BOM, which tells Excel it is UTF-8 (without i
 mojibake); it is read back whether saved with ',', ';' or tabs, with or without a BOM.
 The codes are resolved only by the key file written next to it (<sheet>.key.json), so raters
 do not know which model wrote what; keep the key away from them.
+
+Besides each model's mean score, the import compares the models head to head: each prompt's answers of two
+models, paired in sheet order, the higher score winning; the win rate counts a tie as half a win, the rule
+the interactive and web page A/B ratings use (win_rate).
 """
 
 from __future__ import annotations
@@ -39,11 +43,7 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
     directory, fewer than two predictions files, a predictions file that is missing, not UTF-8 text, holds
     no answers or has a line that is not a JSON object with a prediction, and for files whose prompts differ.
     """
-    sheet = Path(sheet)
-    if sheet.suffix.lower() not in (".csv", ".jsonl"):
-        raise UserError(f"{sheet}: the sheet must be a .csv or .jsonl file.")
-    check_output_file(sheet, "--output")
-    check_output_file(sheet.with_name(sheet.name + ".key.json"), "--output")  # the key is written beside it
+    sheet = _check_sheet_name(sheet)
     if len(prediction_files) < 2:
         raise UserError("rating export: only one --predictions file; a blind comparison needs two or more, one per "
                         "model, answering the same prompts.")
@@ -76,7 +76,33 @@ def export_sheet(prediction_files: list[str], sheet: str | Path, seed: int = 42)
         prompts_of[path] = Counter(row["prompt"] for row in rows[first_row:])
     _check_same_prompts(prompts_of)
     random.Random(seed).shuffle(rows)
-    rows = [{"item": index, **row, "score": "", "comment": ""} for index, row in enumerate(rows, start=1)]
+    return write_sheet(rows, sheet, key)
+
+
+def _check_sheet_name(sheet: str | Path) -> Path:
+    """The sheet's path, when it is a .csv or .jsonl file name that can be written (and its key beside it);
+    else UserError."""
+    sheet = Path(sheet)
+    if sheet.suffix.lower() not in (".csv", ".jsonl"):
+        raise UserError(f"{sheet}: the sheet must be a .csv or .jsonl file.")
+    check_output_file(sheet, "--output")
+    check_output_file(sheet.with_name(sheet.name + ".key.json"), "--output")  # the key is written beside it
+    return sheet
+
+
+def write_sheet(rows: list[dict], sheet: str | Path, key: dict[str, str]) -> Path:
+    """Write a blind sheet and its key (<sheet>.key.json); return the key's path.
+
+    rows: one per answer, in the order the sheet lists them (numbered as items from 1), each with prompt,
+    answer, model (a code of `key`) and optionally score (1-5, or "" when not rated) and comment. key: model
+    code -> what the code stands for (a predictions file, a model); its order is the order import_head_to_head
+    compares the models in. Each file is replaced whole or not at all. Raises UserError for a sheet name that
+    is not .csv / .jsonl, or a directory.
+    """
+    sheet = _check_sheet_name(sheet)
+    rows = [{"item": index, "prompt": row["prompt"], "answer": row["answer"], "model": row["model"],
+             "score": row.get("score", ""), "comment": row.get("comment", "")}
+            for index, row in enumerate(rows, start=1)]
     is_csv = sheet.suffix.lower() == ".csv"
     with atomic_output_file(sheet, encoding="utf-8-sig" if is_csv else "utf-8", newline="") as handle:
         if is_csv:
@@ -127,8 +153,8 @@ def _read_sheet(sheet: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict:
-    """Scores per model from a filled sheet: count, mean and standard deviation on the 1-5 scale.
+def _scored_rows(sheet: str | Path, key_file: str | Path | None) -> tuple[dict[str, str], list[tuple]]:
+    """(key, [(model code, prompt, score or None when not rated)] in sheet order) of a filled sheet.
 
     Raises UserError when the sheet or key is missing, not UTF-8 text or malformed, a score is not
     a number from 1 to 5, a row names a model the key does not know, or nothing is scored yet.
@@ -142,25 +168,90 @@ def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict
     if not isinstance(key, dict) or not all(isinstance(v, str) for v in key.values()):
         raise UserError(f"{key_path}: not a rating key (model codes to predictions files); "
                         f"use the .key.json the export wrote.")
-    scores: dict[str, list[float]] = {code: [] for code in key}
+    rows = []
     for where, row in _read_sheet(sheet):
+        code = str(row.get("model") or "")
         raw = "" if row.get("score") is None else str(row["score"]).strip()  # a JSON 0 is a score, not a blank
         if not raw:
-            continue  # not rated (yet)
+            rows.append((code, row.get("prompt"), None))  # not rated (yet); still holds its place in a pair
+            continue
         try:  # "3,5" is how Excel writes 3.5 where the decimal mark is a comma
             value = float(raw.replace(",", ".") if raw.count(",") == 1 and "." not in raw else raw)
         except ValueError:
             value = None
         if value is None or not SCALE[0] <= value <= SCALE[1]:
             raise UserError(f"{sheet}: {where} has score '{raw}'; use a number from {SCALE[0]} to {SCALE[1]}.")
-        code = str(row.get("model") or "")
         if code not in key:
             raise UserError(f"{sheet}: {where} names model '{code}', which the key does not know.")
-        scores[code].append(value)
-    if not any(scores.values()):
+        rows.append((code, row.get("prompt"), value))
+    if all(value is None for _, _, value in rows):
         raise UserError(f"{sheet}: no scores filled in yet; put 1-5 in the score column.")
+    return key, rows
+
+
+def import_scores(sheet: str | Path, key_file: str | Path | None = None) -> dict:
+    """Scores per model from a filled sheet: count, mean and standard deviation on the 1-5 scale.
+
+    Raises UserError when the sheet or key is missing, not UTF-8 text or malformed, a score is not
+    a number from 1 to 5, a row names a model the key does not know, or nothing is scored yet.
+    """
+    key, rows = _scored_rows(sheet, key_file)
+    scores: dict[str, list[float]] = {code: [] for code in key}
+    for code, _, value in rows:
+        if value is not None:
+            scores[code].append(value)
     return {
         key[code]: {"rated": len(values), "mean": round(statistics.mean(values), 3) if values else None,
                     "stdev": round(statistics.stdev(values), 3) if len(values) > 1 else None}
         for code, values in scores.items()
     }
+
+
+def win_rate(wins: int, losses: int, ties: int) -> float | None:
+    """(wins + ties / 2) / comparisons, from 0 to 1; None before any comparison. A tie counts half a win for
+    each side, so the two sides' rates add up to 1."""
+    compared = wins + losses + ties
+    return (wins + 0.5 * ties) / compared if compared else None
+
+
+def head_to_head(rows: list[tuple], codes: list[str]) -> list[dict]:
+    """Each model against each later one in `codes`: on every prompt, the two models' answers paired in sheet
+    order (the first answer of one with the first of the other; a prompt asked twice gives two pairs), a pair
+    compared when both answers are scored, the higher score winning.
+
+    rows: (model code, prompt, score or None) in sheet order. Returns one dict per pair of models with at least
+    one comparison: first and second (codes), wins, losses and ties of the first, and its win_rate (0-1, ties
+    counting half)."""
+    answers: dict[str, dict[str, list]] = {}
+    for code, prompt, value in rows:
+        if prompt is not None:  # without its prompt an answer has nothing to be paired with
+            answers.setdefault(prompt, {}).setdefault(code, []).append(value)
+    results = []
+    for position, first in enumerate(codes):
+        for second in codes[position + 1:]:
+            tally = Counter()
+            for by_code in answers.values():
+                for mine, theirs in zip(by_code.get(first, []), by_code.get(second, [])):
+                    if mine is not None and theirs is not None:
+                        tally["wins" if mine > theirs else "losses" if mine < theirs else "ties"] += 1
+            if tally:
+                wins, losses, ties = tally["wins"], tally["losses"], tally["ties"]
+                results.append({"first": first, "second": second, "wins": wins, "losses": losses, "ties": ties,
+                                "win_rate": round(win_rate(wins, losses, ties), 4)})
+    return results
+
+
+def import_head_to_head(sheet: str | Path, key_file: str | Path | None = None) -> list[dict]:
+    """head_to_head of a filled sheet, the models in the key's order and named as the key names them (first,
+    second: what the codes stand for). Raises UserError as import_scores does."""
+    key, rows = _scored_rows(sheet, key_file)
+    return [result | {"first": key[result["first"]], "second": key[result["second"]]}
+            for result in head_to_head(rows, list(key))]
+
+
+def describe_head_to_head(result: dict) -> str:
+    """One line, e.g. "A vs B: 2 wins, 1 loss, 0 ties: win rate 67% (ties count half)"."""
+    wins, losses, ties = result["wins"], result["losses"], result["ties"]
+    return (f"{result['first']} vs {result['second']}: {wins} win{'s' * (wins != 1)}, "
+            f"{losses} loss{'es' * (losses != 1)}, {ties} tie{'s' * (ties != 1)}: "
+            f"win rate {result['win_rate']:.0%} (ties count half)")

@@ -93,10 +93,22 @@ def read_questions(path: str | Path, kind: str = "questions") -> list[Question]:
     elif suffix in (".json", ".jsonl"):
         items = read_records(path)  # JSON Lines, or JSON Lines saved with a .json name
     else:
-        items = [line.strip() for line in text.splitlines() if line.strip()]
+        items = _lines(text)
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON list of {kind}; put the items in [...].")
     if not items:
         raise UserError(f"{path}: the {kind} file is empty; put one per line (.txt), or a non-empty JSON list of "
                         f"strings or objects with 'question'.")
     return [_question(item, f"{path}: item {number}") for number, item in enumerate(items, start=1)]
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def typed_questions(text: str, where: str = "questions") -> list[Question]:
+    """Questions typed one per line, as a .txt questions file holds them (blank lines skipped); an empty list
+    for blank text. Raises UserError naming `where` for text a tokenizer cannot take (lone surrogates)."""
+    if not is_utf8_text(text):
+        raise UserError(f"{where}: the text holds characters that are not valid Unicode; type or paste it again.")
+    return [_question(line, f"{where}: line {number}") for number, line in enumerate(_lines(text), start=1)]
