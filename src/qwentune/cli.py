@@ -130,15 +130,10 @@ def _infer(args: argparse.Namespace, extra: list[str]) -> None:
         print(message, file=sys.stderr)
 
     if args.merge:
-        import torch
+        from .export.merge import merge_model
 
-        from .export.merge import merge_adapter
-
-        # Merged in fp32 (W + BA exact), then stored in --merge_dtype.
-        loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
-                                    choose_precision(bf16=False, fp16=False), cfg.model.trust_remote_code, log=note)
-        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-        out = merge_adapter(loaded, args.merge, dtype=dtypes[args.merge_dtype])
+        out = merge_model(cfg.model.model_name_or_path, cfg.eval.adapter_path, args.merge, args.merge_dtype,
+                          cfg.model.trust_remote_code, log=note)
         print(f"merged model written to {out} (loads with AutoModelForCausalLM.from_pretrained)")
         return
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
@@ -262,66 +257,37 @@ EXPORT_KEYS = ["model_name_or_path", "trust_remote_code", "adapter_path", "syste
 
 
 def _verification_inputs(args: argparse.Namespace, extra: list[str], command: str):
-    """The model loaded in fp32 (GGUF files and the merge are computed from fp32 weights), the conversations
-    to verify with, and the system prompt (--system_prompt, else the one the run trained with)."""
-    from .apps.demo import DEMO_QUESTIONS
-    from .export.verify import run_system_prompt
-    from .inference.context import model_positions
-    from .inference.generate import prompt_length
-    from .inference.prompts import read_questions
-    from .models.load import load_for_inference
-    from .models.precision import choose_precision
+    """The config of export / verify: EXPORT_KEYS from --config and the options (--max_new_tokens checked first)."""
+    from .export.verify import check_max_new_tokens
 
-    if args.max_new_tokens < 1:
-        raise UserError(f"{command}: --max_new_tokens is {args.max_new_tokens}; it must be at least 1.")
-    cfg = _config_with_options(args.config, extra, EXPORT_KEYS, command)
-    questions = read_questions(args.prompts_file or DEMO_QUESTIONS, "prompts")
-    loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
-                                choose_precision(bf16=False, fp16=False), cfg.model.trust_remote_code,
-                                log=lambda message: print(message, file=sys.stderr))
-    system = cfg.data.system_prompt or run_system_prompt(loaded)
-    conversations = [q.messages(system) for q in questions]
-    positions = model_positions(loaded.model)
-    longest = max(prompt_length(loaded.tokenizer, c) for c in conversations)
-    if positions is not None and longest + args.max_new_tokens > positions:
-        raise UserError(f"{command}: the longest prompt ({longest} tokens) plus --max_new_tokens {args.max_new_tokens} "
-                        f"is more than the model's {positions} positions; lower --max_new_tokens to at most "
-                        f"{max(positions - longest, 0)}, or shorten the prompts.")
-    return loaded, conversations, system
+    check_max_new_tokens(args.max_new_tokens, command)
+    return _config_with_options(args.config, extra, EXPORT_KEYS, command)
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int | None:
-    from .export.export import check_export_dir, check_gguf_types, export
-    from .export.verify import format_table
+    from .export.export import report_lines, run_export
 
-    types = check_gguf_types(args.gguf_type)
-    check_export_dir(args.output_dir)
-    with hold_output(args.output_dir, "--output_dir"):
-        loaded, conversations, system = _verification_inputs(args, extra, "export")
-        result = export(loaded, args.output_dir, types, conversations, lora_only=args.lora_only,
-                        verify=args.verify == "true", max_new_tokens=args.max_new_tokens, system_prompt=system,
+    cfg = _verification_inputs(args, extra, "export")
+    result = run_export(cfg, args.output_dir, args.gguf_type, prompts_file=args.prompts_file,
+                        max_new_tokens=args.max_new_tokens, lora_only=args.lora_only, verify=args.verify == "true",
                         log=lambda message: print(message, file=sys.stderr))
-    for name, info in result.files.items():
-        print(f"{result.output_dir / name}: {info['bytes'] / 1e6:.1f} MB ({info['type']}, {info['seconds']} s)")
-    print(f"{result.output_dir / 'Modelfile'}: ollama create my-model -f {result.output_dir / 'Modelfile'}")
-    for note in result.notes:
-        print(f"note: {note}")
-    if result.reference is not None:
-        print(format_table(result.reference, result.agreements))
+    print("\n".join(report_lines(result)))
     return None if result.verified else 1
 
 
 def cmd_verify(args: argparse.Namespace, extra: list[str]) -> int | None:
     from pathlib import Path
 
-    from .export.verify import check_gguf_file, format_table, verify
+    from .export.verify import check_gguf_file, format_table, verification_inputs, verify
     from .models.gguf_source import require_gguf_model
 
     for path in args.gguf or []:  # before minutes of loading and answering
         if not os.path.isfile(path):
             raise UserError(f"--gguf {path}: no such file; give a .gguf file written by qwentune export.")
         require_gguf_model(Path(path))
-    loaded, conversations, _ = _verification_inputs(args, extra, "verify")
+    cfg = _verification_inputs(args, extra, "verify")
+    loaded, conversations, _ = verification_inputs(cfg, args.prompts_file, args.max_new_tokens, "verify",
+                                                   log=lambda message: print(message, file=sys.stderr))
     for path in args.gguf or []:
         check_gguf_file(path, loaded)
     server_answers = None
@@ -407,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "same files as compare --questions-file (an item's own 'system' is honoured)")
     p.add_argument("--output", help="with --prompts_file: write the answers here as JSON Lines")
     p.add_argument("--merge", metavar="DIR", help="merge the adapter into the base and save a full model in DIR")
-    p.add_argument("--merge_dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
+    p.add_argument("--merge_dtype", choices=["bf16", "fp16", "fp32"], default="bf16",  # export.merge.MERGE_DTYPES
                    help="precision the merged weights are stored in (merging itself runs in fp32)")
     p.set_defaults(func=cmd_infer)
 

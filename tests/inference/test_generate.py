@@ -82,3 +82,19 @@ def test_generate_batch_leaves_the_tokenizers_padding_side_alone(trained, tiny_m
     answers = generate_batch(loaded, questions(), GREEDY)
     assert loaded.tokenizer.padding_side == "right"
     assert [a.text for a in answers] == [a for _, a in QA]  # left padding was used: the answers are right
+
+
+def test_a_stream_closed_early_stops_generating_at_once(trained, tiny_model_dir):
+    """A reader that stops (a web page whose visitor left) stops the generation thread: when close() returns it
+    has ended, so whoever serializes use of the model can hand it on with nothing still running on it."""
+    import threading
+
+    loaded = load_for_inference(str(tiny_model_dir), str(trained / "out"), FP32, log=silent)
+    long_reply = GenerationConfig(max_new_tokens=400, do_sample=False, repetition_penalty=1.0)
+    before = set(threading.enumerate())
+    pieces = stream(loaded, questions()[0], long_reply, adapter=False)  # the random base rambles to the limit
+    assert next(pieces)
+    pieces.close()
+    assert set(threading.enumerate()) <= before  # the generation thread has ended
+    whole = "".join(stream(loaded, questions()[0], long_reply, adapter=False))  # and a full stream still runs
+    assert len(whole) > 20

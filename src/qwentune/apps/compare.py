@@ -46,12 +46,13 @@ class Pair:
 
 
 def load_pair(base: str, finetuned: str, precision: Precision | None = None, trust_remote_code: bool = False,
-              log=print) -> Pair:
-    """Both sides; with an adapter, one loaded base serves both (precision: see load_for_inference)."""
-    loaded = load_for_inference(base, finetuned, precision, trust_remote_code, log=log, base_option="--base-model")
+              log=print, base_option: str = "--base-model") -> Pair:
+    """Both sides; with an adapter, one loaded base serves both (precision: see load_for_inference;
+    base_option: what gave `base`, named in messages about it)."""
+    loaded = load_for_inference(base, finetuned, precision, trust_remote_code, log=log, base_option=base_option)
     if loaded.has_adapter:
         return Pair(loaded, loaded)  # one copy of the weights: the adapter switched off is the base
-    alone = load_for_inference(base, None, precision, trust_remote_code, log=log, base_option="--base-model")
+    alone = load_for_inference(base, None, precision, trust_remote_code, log=log, base_option=base_option)
     alone.tokenizer = loaded.tokenizer  # the same chat template on both sides: the one the model was tuned with
     return Pair(alone, loaded)
 

@@ -8,6 +8,7 @@ from the registry in metrics.py and the choices in eval.metrics (checked by conf
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import UserError
-from ..fsutil import atomic_output_dir, check_directory_path, check_output_dir, hold_output, write_json
+from ..fsutil import atomic_output_dir, check_directory_path, hold_output, write_json
 from ..inference.generate import answer_all
 
 
@@ -121,12 +122,44 @@ def summary_markdown(result: dict[str, Any], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_evaluation(cfg: Config, model: dict, dataset_label: str, metrics: dict, rows: list[dict], seconds: float,
+                    option: str = "--eval_output_dir") -> Path:
+    """Write one model's evaluation (evaluate_side's metrics and rows) as a new <time>-<model> directory in
+    cfg.eval.eval_output_dir (with -2, -3, ... after it when that name is taken: two evaluations of one model
+    ending in the same second): metrics.json (with `model`, a LoadedModel.description, and the settings used),
+    predictions.jsonl and summary.md, written whole or not at all; returns the directory.
+
+    UserError (naming `option`, what chose the directory) when the folder cannot be written."""
+    from .. import library_versions
+
+    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + (Path(model["finetuned"]).name if model["finetuned"] else "base")
+    result = {
+        "model": model,
+        "dataset": dataset_label,
+        "metrics": metrics,
+        "generation": asdict(cfg.generation) | {"seed": cfg.training.seed},
+        "seconds": round(seconds, 1),
+        "versions": library_versions(),
+    }
+    for number in itertools.count(1):
+        out = Path(cfg.eval.eval_output_dir) / (stem if number == 1 else f"{stem}-{number}")
+        with hold_output(out, option):  # one writer per name, in this process or another
+            if out.exists():  # a new directory per run: it replaces nothing
+                continue
+            with atomic_output_dir(out, None, option) as tmp:
+                write_json(tmp / "metrics.json", result)
+                with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
+                    for row in rows:
+                        handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                (tmp / "summary.md").write_text(summary_markdown(result, rows), encoding="utf-8")
+            return out
+
+
 def evaluate(cfg: Config, log=print) -> Path:
     """Run the evaluation cfg describes; return the output directory (a new <time>-<model> one in eval_output_dir).
 
     Raises UserError before loading anything when eval_output_dir is a file (or lies under one).
     """
-    from .. import library_versions
     from ..models.load import load_for_inference
     from ..models.precision import choose_precision
 
@@ -135,28 +168,10 @@ def evaluate(cfg: Config, log=print) -> Path:
     loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
                                 choose_precision(cfg.training.bf16, cfg.training.fp16),
                                 cfg.model.trust_remote_code, log=log)
-    name = time.strftime("%Y%m%d-%H%M%S") + "-" + (Path(loaded.description["finetuned"]).name
-                                                    if loaded.description["finetuned"] else "base")
-    out = Path(cfg.eval.eval_output_dir) / name
-    with hold_output(out, "--eval_output_dir"):  # an evaluation of the same model started in the same second
-        check_output_dir(out, None, "--eval_output_dir")  # a new directory per run: it replaces nothing
-        log(f"evaluating on {len(conversations)} examples from {dataset_label}")
-        started = time.perf_counter()
-        metrics, rows = evaluate_side(loaded, conversations, cfg)
-        result = {
-            "model": loaded.description,
-            "dataset": dataset_label,
-            "metrics": metrics,
-            "generation": asdict(cfg.generation) | {"seed": cfg.training.seed},
-            "seconds": round(time.perf_counter() - started, 1),
-            "versions": library_versions(),
-        }
-        with atomic_output_dir(out, None, "--eval_output_dir") as tmp:
-            write_json(tmp / "metrics.json", result)
-            with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            (tmp / "summary.md").write_text(summary_markdown(result, rows), encoding="utf-8")
+    log(f"evaluating on {len(conversations)} examples from {dataset_label}")
+    started = time.perf_counter()
+    metrics, rows = evaluate_side(loaded, conversations, cfg)
+    out = save_evaluation(cfg, loaded.description, dataset_label, metrics, rows, time.perf_counter() - started)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     log("  ".join(f"{k} {v}" for k, v in shown.items()))
     log(f"results in {out}")

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import Config
 from ..errors import UserError
 from ..fsutil import OutputKind, atomic_output_dir, check_output_dir
 from ..models.load import LoadedModel
@@ -52,9 +53,10 @@ def check_exportable(loaded: LoadedModel, lora_only: bool) -> None:
     check_writable(model, loaded.tokenizer)
 
 
-def check_export_dir(output_dir: str | Path) -> None:
-    """Refuse, before the model loads, an --output_dir that is a file or holds anything but an earlier export."""
-    check_output_dir(output_dir, EXPORT, "--output_dir")
+def check_export_dir(output_dir: str | Path, option: str = "--output_dir") -> None:
+    """Refuse, before the model loads, an output directory that is a file or holds anything but an earlier export
+    (UserError naming `option`, what chose the directory)."""
+    check_output_dir(output_dir, EXPORT, option)
 
 
 @dataclass
@@ -80,14 +82,14 @@ def _write_timed(result: ExportResult, folder: Path, name: str, kind: str, write
 
 def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], conversations: list[list[dict]],
            *, lora_only: bool = False, verify: bool = True, max_new_tokens: int = 64,
-           system_prompt: str | None = None, log=print) -> ExportResult:
+           system_prompt: str | None = None, log=print, option: str = "--output_dir") -> ExportResult:
     """Write the GGUF files (model-<type>.gguf, or base-<type>.gguf + adapter.gguf with lora_only), the
     Modelfile and the record into output_dir; with verify, compare greedy replies to `conversations`.
 
     `loaded` must be in fp32 (load_for_inference with choose_precision(bf16=False, fp16=False)); it is
     merged in place. UserError: lora_only without an adapter, an output_dir check_export_dir refuses.
     """
-    check_export_dir(output_dir)
+    check_export_dir(output_dir, option)
     check_exportable(loaded, lora_only)
     prefix = "base" if lora_only else "model"
     names = {t: f"{prefix}-{t}.gguf" for t in gguf_types}
@@ -101,7 +103,7 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
     sides: list[Replies] = []
     if verify:
         result.reference, sides = replies_before_merge(loaded, conversations, max_new_tokens, log=log)
-    with atomic_output_dir(output_dir, EXPORT, "--output_dir") as tmp:
+    with atomic_output_dir(output_dir, EXPORT, option) as tmp:
         if lora_only:
             _write_timed(result, tmp, adapter_name, "lora",
                          lambda path: write_lora_gguf(loaded.model, loaded.model.base_model.config, path))
@@ -138,3 +140,38 @@ def export(loaded: LoadedModel, output_dir: str | Path, gguf_types: list[str], c
                                  "first_difference": a.first_difference, "note": a.note} for a in result.agreements]}}
         (tmp / EXPORT_RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def run_export(cfg: Config, output_dir: str | Path, gguf_types: list[str], *, prompts_file: str | None = None,
+               max_new_tokens: int = 64, lora_only: bool = False, verify: bool = True, command: str = "export",
+               option: str = "--output_dir", log=print) -> ExportResult:
+    """`qwentune export` as a function: cfg's model and adapter (verify.verification_inputs: fp32, the prompts
+    of prompts_file or the demo's, the run's system prompt) exported into output_dir as `gguf_types`.
+
+    The types and output_dir are checked before the model loads, and output_dir is held (fsutil.hold_output)
+    until it is written: UserError naming `option` when another task is writing it. Other UserErrors: as
+    check_gguf_types, verification_inputs and export say."""
+    from ..fsutil import hold_output
+    from .verify import check_max_new_tokens, verification_inputs
+
+    check_max_new_tokens(max_new_tokens, command)
+    types = check_gguf_types(gguf_types)
+    check_export_dir(output_dir, option)
+    with hold_output(output_dir, option):
+        loaded, conversations, system = verification_inputs(cfg, prompts_file, max_new_tokens, command, log)
+        return export(loaded, output_dir, types, conversations, lora_only=lora_only, verify=verify,
+                      max_new_tokens=max_new_tokens, system_prompt=system, log=log, option=option)
+
+
+def report_lines(result: ExportResult) -> list[str]:
+    """What an export wrote and how it verified, as `qwentune export` prints it: each file with its size, type
+    and seconds, the Ollama command for the Modelfile, the notes, and the verification table."""
+    from .verify import format_table
+
+    lines = [f"{result.output_dir / name}: {info['bytes'] / 1e6:.1f} MB ({info['type']}, {info['seconds']} s)"
+             for name, info in result.files.items()]
+    lines.append(f"{result.output_dir / 'Modelfile'}: ollama create my-model -f {result.output_dir / 'Modelfile'}")
+    lines += [f"note: {note}" for note in result.notes]
+    if result.reference is not None:
+        lines.append(format_table(result.reference, result.agreements))
+    return lines

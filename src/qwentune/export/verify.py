@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..config import GenerationConfig
+from ..config import Config, GenerationConfig
 from ..errors import UserError
 from ..inference.generate import answer_all, prompt_text
 from ..models.load import LoadedModel
+from ..shipped import shipped_file
 
 # GGUF weight types exact enough that greedy replies must not change (f16 keeps 11 significant bits).
 # How much of the reference's tokens a GGUF file's replies must share before their first difference (1.0: identical
@@ -33,6 +34,7 @@ from ..models.load import LoadedModel
 # of 64), while a wrong export (weights, permutation, tokenizer) parts at once almost everywhere. Other types round
 # more: their agreement is a rate to read.
 REQUIRED_SAME_START = {"f32": 1.0, "f16": 0.9}
+DEFAULT_PROMPTS = shipped_file("demo", "questions.json")  # the demo's 20 questions (apps.demo.DEMO_QUESTIONS)
 LLAMA_CPP_HINT = "pip install llama-cpp-python (it compiles llama.cpp: minutes)"
 # (model with its adapter, conversations, max new tokens) -> the server's greedy reply texts, adapter on.
 ServerAnswers = Callable[[LoadedModel, list, int], list[str]]
@@ -226,6 +228,41 @@ def run_system_prompt(loaded: LoadedModel) -> str | None:
         if (folder / RUN_CONFIG).is_file():
             return load_config(folder / RUN_CONFIG).data.system_prompt
     return None
+
+
+def check_max_new_tokens(max_new_tokens: int, command: str) -> None:
+    """UserError for a verification reply length below 1 (before anything loads)."""
+    if max_new_tokens < 1:
+        raise UserError(f"{command}: --max_new_tokens is {max_new_tokens}; it must be at least 1.")
+
+
+def verification_inputs(cfg: Config, prompts_file: str | os.PathLike | None, max_new_tokens: int, command: str,
+                        log=print) -> tuple[LoadedModel, list[list[dict[str, str]]], str | None]:
+    """What export and verify check with: cfg's model and adapter loaded in fp32 (GGUF files and the merge are
+    computed from fp32 weights), the conversations (prompts_file's prompts, default DEFAULT_PROMPTS) and the
+    system prompt (data.system_prompt, else the one the run trained with).
+
+    UserError (naming `command`) for max_new_tokens below 1, a prompts file read_questions refuses, and a
+    longest prompt that with max_new_tokens does not fit the model's positions."""
+    from ..inference.context import model_positions
+    from ..inference.generate import prompt_length
+    from ..inference.prompts import read_questions
+    from ..models.load import load_for_inference
+    from ..models.precision import choose_precision
+
+    check_max_new_tokens(max_new_tokens, command)
+    questions = read_questions(prompts_file or DEFAULT_PROMPTS, "prompts")
+    loaded = load_for_inference(cfg.model.model_name_or_path, cfg.eval.adapter_path,
+                                choose_precision(bf16=False, fp16=False), cfg.model.trust_remote_code, log=log)
+    system = cfg.data.system_prompt or run_system_prompt(loaded)
+    conversations = [q.messages(system) for q in questions]
+    positions = model_positions(loaded.model)
+    longest = max(prompt_length(loaded.tokenizer, c) for c in conversations)
+    if positions is not None and longest + max_new_tokens > positions:
+        raise UserError(f"{command}: the longest prompt ({longest} tokens) plus --max_new_tokens {max_new_tokens} "
+                        f"is more than the model's {positions} positions; lower --max_new_tokens to at most "
+                        f"{max(positions - longest, 0)}, or shorten the prompts.")
+    return loaded, conversations, system
 
 
 def replies_before_merge(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int,

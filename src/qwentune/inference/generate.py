@@ -116,28 +116,41 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[dict[str, str]]
 
 def stream(loaded: LoadedModel, messages: list[dict[str, str]], settings: GenerationConfig, adapter: bool = True,
            seed: int = 42) -> Iterator[str]:
-    """Yield the reply's text piece by piece as it is generated (greedy: the same text as generate_batch)."""
-    from transformers import TextIteratorStreamer
+    """Yield the reply's text piece by piece as it is generated (greedy: the same text as generate_batch).
+
+    generate runs in a worker thread. A consumer that stops reading early (closes the generator: a web page
+    whose visitor left, a cancelled request) stops it within a token, and the worker has ended when close()
+    returns: whoever serializes use of the model can hand it on at once, with nothing still generating on it."""
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     tokenizer = loaded.tokenizer
     encoded = tokenizer([prompt_text(tokenizer, messages)], return_tensors="pt",
                         add_special_tokens=False).to(loaded.model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
+    stop = threading.Event()
+
+    class StopWhenAsked(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def run() -> None:
         try:
             torch.manual_seed(seed)
             with torch.no_grad(), loaded.adapter(adapter):
-                loaded.model.generate(**encoded, streamer=streamer, **_generation_kwargs(loaded, settings))
+                loaded.model.generate(**encoded, streamer=streamer, stopping_criteria=StoppingCriteriaList(
+                    [StopWhenAsked()]), **_generation_kwargs(loaded, settings))
         except BaseException as exc:  # surfaced in the caller's thread below
             errors.append(exc)
             streamer.end()
 
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=run, name="qwentune-stream", daemon=True)
     worker.start()
-    yield from streamer
-    worker.join()
+    try:
+        yield from streamer
+    finally:  # also when the consumer closed the generator early
+        stop.set()
+        worker.join()
     if errors:
         raise errors[0]
 
