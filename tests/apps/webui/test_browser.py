@@ -161,6 +161,11 @@ def fill(page, elem_id: str, value) -> None:
     box.press("Tab")  # blur: the component sends its value (Gradio's change and blur events)
 
 
+def scroll_to(page, elem_id: str) -> None:
+    """The component at the top of the viewport (for the screenshot that follows)."""
+    page.evaluate("(id) => document.getElementById(id).scrollIntoView({block: 'start'})", elem_id)
+
+
 def open_tab(page, name: str) -> None:
     page.click(f"#tab-{name}-button")
     page.wait_for_selector(f"#tab-{name}", state="visible")
@@ -239,7 +244,7 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     assert page.locator("#data-preview span.qt-tok.qt-masked").count() > 0
     assert page.locator("#data-preview span.qt-tok.qt-trained").count() > 0
     assert "巴黎" in page.inner_text("#data-preview")  # an answer of the file, decoded
-    page.locator("#data-preview").scroll_into_view_if_needed()
+    scroll_to(page, "data-preview")
     shots(page, "webui-1-data")
 
     # Train: 4 steps; the status reaches step 4/4 and finished, the loss curve has its points.
@@ -248,7 +253,7 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     wait_text(page, webui, "train-status", r"^finished")
     page.wait_for_selector("#train-loss g.mark-line path", timeout=SLOW_MS)
     assert (webui.work / "runs" / "walk" / "adapter_model.safetensors").is_file(), status
-    page.locator("#train-status").scroll_into_view_if_needed()
+    scroll_to(page, "train-status")
     shots(page, "webui-2-train", also="webui")
 
     # Chat: the trained adapter in the model row, both models answer.
@@ -269,7 +274,7 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     report = page.frame_locator("#compare-report iframe")
     for question in QUESTIONS:
         assert report.get_by_text(question, exact=False).count() > 0, question
-    page.locator("#compare-report").scroll_into_view_if_needed()
+    scroll_to(page, "compare-report")
     shots(page, "webui-4-compare")
 
     # Rate: three blind choices; the running tally counts them and the saved sheet says the same.
@@ -285,7 +290,8 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     wins, losses, ties, percent = map(int, tally.groups())
     assert (ties, wins + losses) == (1, 2) and percent == round(100 * (wins + ties / 2) / 3)
     sheet = webui.work / wait_text(page, webui, "rate-file", r"ratings-.*\.csv$")
-    page.locator("#rate-winrate").scroll_into_view_if_needed()
+    assert sheet.is_file(), sheet
+    scroll_to(page, "rate-comparison")
     shots(page, "webui-5-rating")
 
     imported = subprocess.run([sys.executable, "-m", "qwentune.cli", "rating", "import", "--sheet", str(sheet),
@@ -297,6 +303,15 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     # A chosen answer scores 5, the other 1, a tie 3 each (rating_view.SCORES): the sheet agrees with the tally.
     (finetuned,) = (s["mean"] for name, s in scores.items() if name.lower().startswith("fine"))
     assert finetuned == pytest.approx((5 * wins + 1 * losses + 3 * ties) / 3, abs=1e-3), (scores, winrate)
+    pairing = re.search(r"^(.+) vs .+: (\d+) wins?, (\d+) loss(?:es)?, (\d+) ties?: win rate (\d+)%", imported.stdout,
+                        re.MULTILINE)
+    assert pairing, imported.stdout
+    first, *counts = pairing.groups()
+    imported_wins, imported_losses, imported_ties, imported_percent = map(int, counts)
+    if not first.startswith("fine-tuned"):
+        imported_wins, imported_losses, imported_percent = imported_losses, imported_wins, 100 - imported_percent
+    assert (imported_wins, imported_losses, imported_ties) == (wins, losses, ties), imported.stdout
+    assert imported_percent == percent, imported.stdout
 
 
 def test_two_sessions_at_once_one_training_one_chatting(webui, browser, shots):
@@ -318,6 +333,7 @@ def test_two_sessions_at_once_one_training_one_chatting(webui, browser, shots):
         assert step >= int(re.search(r"step (\d+)/", first).group(1))
         # Still advancing after the chat, shown in the first session without a reload.
         wait_text(trainer, webui, "train-status", rf"step (?!{step}/)\d+/100000")
+        scroll_to(trainer, "train-status")
         shots(trainer, "webui-6-load-train")
     finally:
         trainer.click("#train-stop")
