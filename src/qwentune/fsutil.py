@@ -300,6 +300,13 @@ def _flock_holder(lock_file: Path) -> int | None:
     return None
 
 
+def output_holder(target: str | os.PathLike) -> int | None:
+    """The pid of the process that holds the output `target` (hold_output) now, read without taking the lock (so a
+    program that only watches, such as the web page, never makes a starting run fail); None when nothing holds it,
+    or where the holder cannot be read (only Linux shows flocks, in /proc/locks)."""
+    return _flock_holder(output_lock_path(target))
+
+
 def _missing_directories(directory: Path) -> list[Path]:
     """directory and those of its parents that do not exist yet, deepest first."""
     missing = []

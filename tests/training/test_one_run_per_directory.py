@@ -7,6 +7,7 @@ import sys
 import time
 
 from qwentune.fsutil import output_lock_path
+from qwentune.training.callbacks import PROGRESS_LOG
 from tests.helpers import REPO, tiny_options
 
 
@@ -29,7 +30,7 @@ def test_second_run_stops_at_once_and_a_killed_runs_lock_is_stale(tmp_path, tiny
         first = subprocess.Popen(train_command(options), cwd=REPO, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 300
-        while not (out / "qwentune_config.yaml").exists():  # written after data and model loading: it is training
+        while not (out / PROGRESS_LOG).exists():  # begun when training begins, after data and model loading
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.5)
         before = tree(work)

@@ -9,6 +9,7 @@ presets (training/presets.py) and metrics (evaluation/metrics.py).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -174,3 +175,28 @@ for _section, _cls in SECTIONS.items():
         KEY_TO_SECTION[_key] = _section
 
 
+
+
+def key_comments() -> dict[str, str]:
+    """Each key's comment in this file (the `#` lines right above it, joined into one text), by key: the help a
+    form or a listing shows beside a key. Keys without a comment are left out; {} when the source cannot be read
+    (a frozen application without .py files)."""
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError):
+        return {}
+    comments: dict[str, str] = {}
+    block: list[str] = []
+    for line in source.splitlines():
+        text = line.strip()
+        if line.startswith("    ") and text.startswith("#"):
+            block.append(text.lstrip("#").strip())
+            continue
+        key = re.match(r"    (\w+): ", line)
+        if key and key.group(1) in KEY_TO_SECTION and block:
+            comments[key.group(1)] = " ".join(block)
+        block = []
+    return comments

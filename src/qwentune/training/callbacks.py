@@ -1,7 +1,9 @@
-"""Trainer callbacks: a live progress bar, throughput and perplexity logs, safe checkpoints, graceful stop."""
+"""Trainer callbacks: a live progress bar, a progress log other programs can follow, throughput and perplexity
+logs, safe checkpoints, graceful stop."""
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -11,6 +13,9 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from ..fsutil import give_umask_modes
+
+# The progress log in the output directory: one JSON object a line (ProgressLog; outputs.read_progress reads it).
+PROGRESS_LOG = "training_log.jsonl"
 
 # Written into checkpoint-N after the Trainer has finished writing it: a checkpoint without
 # it was interrupted while saving and must not be resumed from.
@@ -76,6 +81,59 @@ class LiveProgress(TrainerCallback):
             self.bar = None
 
 
+class ProgressLog(TrainerCallback):
+    """Appends the run's progress to OUTPUT_DIR/training_log.jsonl as it trains, one JSON object a line, so that
+    another program can follow a run it did not start: the web page's Train tab (which starts training as its own
+    process), or a CLI user with `tail -f results/checkpoints/training_log.jsonl` or a plotting script.
+
+    Lines: {"event": "begin", "step", "max_steps", "epoch", "time"} when training (or a resume) starts, at the
+    step it starts from; {"event": "log", ...} with every Trainer log (loss, learning_rate, grad_norm,
+    tokens_per_second, epoch; eval_loss and eval_perplexity after an evaluation); {"event": "step", ...} at
+    most once every `every_seconds` between logs, so a bar can move when logging_steps is large; {"event":
+    "end", ...} when training ends (also after a graceful stop). step and max_steps count optimizer steps;
+    time is seconds since the epoch (time.time()).
+
+    The file is appended, never rewritten: a resumed run, or a run killed and started again, logs some steps
+    a second time after its "begin" line; outputs.read_progress keeps what the latest run says. Written by the
+    main process only (the one that holds the output directory), line by line with one write each, so a reader
+    sees whole lines but perhaps a cut last one (read_progress skips it). The first line is written once
+    training starts, after the run's qwentune_config.yaml: the directory is then a qwentune run for
+    outputs.check_output_dir.
+    """
+
+    def __init__(self, every_seconds: float = 1.0) -> None:
+        self.every_seconds = every_seconds
+        self._last_written = 0.0
+
+    def _write(self, args, state, event: str, values: dict | None = None) -> None:
+        if not state.is_world_process_zero:
+            return
+        now = time.time()
+        entry = {"event": event, "step": state.global_step, "max_steps": state.max_steps,
+                 "epoch": round(state.epoch, 4) if state.epoch is not None else None, "time": round(now, 3)}
+        for key, value in (values or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in entry:
+                entry[key] = value if math.isfinite(value) else None  # strict JSON: a diverged loss is null
+        path = Path(args.output_dir) / PROGRESS_LOG
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, allow_nan=False) + "\n")
+        self._last_written = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._write(args, state, "begin")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self._write(args, state, "log", logs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() - self._last_written >= self.every_seconds:
+            self._write(args, state, "step")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(args, state, "end")
+
+
 class MarkCheckpointComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -108,7 +166,7 @@ class CurrentRunSettings(TrainerCallback):
 
 
 class GracefulStop(TrainerCallback):
-    """Ctrl-C or SIGTERM: finish the current optimizer step, save a checkpoint, stop.
+    """Ctrl-C or SIGTERM (Ctrl-Break on Windows): finish the current optimizer step, save a checkpoint, stop.
 
     A second Ctrl-C interrupts at once (the default handler is back after the first).
     """
@@ -118,7 +176,8 @@ class GracefulStop(TrainerCallback):
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGBREAK: Windows' Ctrl-Break, which is how the web page stops a run there (apps/webui/runs.py).
+        for sig in (signal.SIGINT, signal.SIGTERM, *((signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ())):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def uninstall(self) -> None:

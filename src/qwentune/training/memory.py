@@ -215,3 +215,28 @@ def check_fits(cfg, shape: ModelShape | None, device: str, bytes_per_value: int,
 
 def describe(parts: dict[str, float]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {value / GB:.2f}" for name, value in parts.items()) + " GB"
+
+
+def estimate_before_training(cfg, log=print) -> float | None:
+    """What `qwentune train` says about memory before it loads the model, for a front end to show before a start:
+    the hardware preset's plan (plan_for's line) and the estimate (check_fits's line), both logged.
+
+    Reads only the model's config.json (no weights, no data), so rows are taken as data.max_length tokens long,
+    the worst case; train plans for the data's longest example, which may be shorter, and then prints a lower
+    figure. Returns the estimate in bytes, or None when the model's layer sizes cannot be read (said in the log).
+    Raises UserError as train would: a model that cannot be found, a preset nothing fits, or an estimate that
+    clearly exceeds this device's memory."""
+    from transformers import AutoConfig
+
+    from ..models.precision import choose_precision
+    from ..models.source import resolve_model_source
+
+    source = resolve_model_source(cfg.model.model_name_or_path)
+    precision = choose_precision(cfg.training.bf16, cfg.training.fp16)
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code))
+    seq_len = cfg.data.max_length
+    cfg = plan_for(cfg, shape, precision.device, precision.bytes_per_value, seq_len, log)
+    estimate = check_fits(cfg, shape, precision.device, precision.bytes_per_value, seq_len, log)
+    if estimate is None:
+        log(f"memory estimate: none (the layer sizes of {cfg.model.model_name_or_path} cannot be read)")
+    return estimate

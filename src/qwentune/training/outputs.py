@@ -2,7 +2,8 @@
 
 A run's directory holds the final adapter (standard PEFT files), the tokenizer, a generation config
 that stops at the end-of-turn token, the resolved config, the stats of the tokenized data it trained
-on, what the memory probe measured and chose (memory_probe.py), a summary and a loss curve, and
+on, what the memory probe measured and chose (memory_probe.py), a summary and a loss curve, a progress
+log appended while it trains (training_log.jsonl: callbacks.ProgressLog, read by read_progress), and
 checkpoint-N/ directories; a marker file says a checkpoint was completely written. Paths saved in these
 files are relative to the run directory.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from ..config import KEY_TO_SECTION, Config, load_config
 from ..errors import UserError
 from ..fsutil import check_directory_path, give_umask_modes, numbered_checkpoints, write_json
 from ..models.tokenizer import save_generation_config
-from .callbacks import COMPLETE_MARKER
+from .callbacks import COMPLETE_MARKER, PROGRESS_LOG
 
 RUN_CONFIG = "qwentune_config.yaml"
 RUN_DATA_STATS = "data_stats.json"  # stats.json of the tokenized data the run trains on: its settings and counts
@@ -226,3 +228,54 @@ def loss_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
                                         f"(shown as null): training diverged; lower learning_rate, or use bf16 "
                                         f"rather than fp16")
     return summary
+
+
+@dataclass
+class Progress:
+    """What a run's progress log (callbacks.ProgressLog) says so far. Steps are optimizer steps."""
+
+    step: int = 0  # the latest step reached
+    max_steps: int | None = None  # None before training has begun
+    epoch: float | None = None
+    losses: list[tuple[int, float | None]] = field(default_factory=list)  # (step, training loss), by step
+    eval_losses: list[tuple[int, float | None]] = field(default_factory=list)  # (step, validation loss)
+    latest: dict[str, Any] = field(default_factory=dict)  # the last training log: learning_rate, tokens_per_second
+    ended: bool = False  # the last line says training ended (finished, or stopped gracefully)
+    updated: float | None = None  # time.time() of the last line
+
+
+def read_progress(output_dir: str | Path) -> Progress:
+    """The progress of the run in `output_dir`, from its training_log.jsonl (an empty Progress when there is none).
+
+    A resumed run logs again the steps after its checkpoint that the stopped or killed run had already logged:
+    at each "begin" line, what was logged after the step it begins at is dropped, and of two entries for one
+    step the later one is kept, so the curve is the one the latest run trained. A cut last line (a line being
+    written) is skipped. A loss that was NaN or infinite is None."""
+    progress = Progress()
+    path = Path(output_dir) / PROGRESS_LOG
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return progress
+    losses: dict[int, float | None] = {}
+    evals: dict[int, float | None] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            step = int(entry["step"])
+        except (ValueError, KeyError, TypeError):  # a cut line, or not one of ours
+            continue
+        event = entry.get("event")
+        if event == "begin":
+            losses = {s: v for s, v in losses.items() if s <= step}
+            evals = {s: v for s, v in evals.items() if s <= step}
+        if event == "log" and "loss" in entry:
+            losses[step] = entry["loss"]
+            progress.latest = entry
+        if event == "log" and "eval_loss" in entry:
+            evals[step] = entry["eval_loss"]
+        progress.step, progress.max_steps = step, entry.get("max_steps", progress.max_steps)
+        progress.epoch, progress.updated = entry.get("epoch", progress.epoch), entry.get("time", progress.updated)
+        progress.ended = event == "end"
+    progress.losses, progress.eval_losses = sorted(losses.items()), sorted(evals.items())
+    return progress

@@ -23,7 +23,14 @@ from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
 from ..fsutil import check_directory_path, hold_output, write_json
-from .callbacks import CurrentRunSettings, GracefulStop, LiveProgress, MarkCheckpointComplete, ThroughputAndPerplexity
+from .callbacks import (
+    CurrentRunSettings,
+    GracefulStop,
+    LiveProgress,
+    MarkCheckpointComplete,
+    ProgressLog,
+    ThroughputAndPerplexity,
+)
 from .outputs import (
     RUN_CONFIG,
     RUN_DATA_STATS,
@@ -217,8 +224,9 @@ def _train(cfg: Config, log, callbacks: tuple, measure_peak) -> TrainResult:
             processing_class=tokenizer,
             speedups=speedups,
             # TensorBoard is added once the probe has settled the run (nothing is written before).
-            callbacks=[ThroughputAndPerplexity(), LiveProgress(), MarkCheckpointComplete(), CurrentRunSettings(), stop,
-                       *callbacks],
+            # ProgressLog after ThroughputAndPerplexity, so its lines carry tokens/s and perplexity too.
+            callbacks=[ThroughputAndPerplexity(), LiveProgress(), ProgressLog(), MarkCheckpointComplete(),
+                       CurrentRunSettings(), stop, *callbacks],
         )
         trainer.remove_callback(PrinterCallback)  # LiveProgress shows the logs
         return trainer

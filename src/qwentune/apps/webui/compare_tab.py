@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from .common import WebuiSettings, model_reference, page_path, shows_user_errors, t
+from .common import WebuiSettings, model_reference, page_config, page_path, shows_user_errors, t
 from .rating_view import RatingSession, load_comparison
 
 TITLE_KEY = "compare.title"
@@ -71,14 +71,6 @@ def report_frame(page: str) -> str:
             f'style="width:100%;height:75vh;border:1px solid #d1d9e0;border-radius:8px"></iframe>')
 
 
-def _load_page_config(config_text: str, settings: WebuiSettings):
-    """The model row's config file (empty: the defaults), through page_path."""
-    from ...config import load_config
-
-    text = (config_text or "").strip()
-    return load_config(page_path(text, settings, "config file") if text else None)
-
-
 def gather_questions(typed: str, file_text: str, upload: str | None, settings: WebuiSettings) -> list:
     """The questions of the file path typed (page_path), of the uploaded file, then those typed one per line;
     each file read by inference.prompts.read_questions, the CLI's reader. UserError when there are none."""
@@ -121,7 +113,7 @@ def run_comparison(settings: WebuiSettings, model: str, adapter: str, config: st
                         "(e.g. results/checkpoints) to compare with the base model.")
     base = model_reference(model or "", settings, "base model")
     finetuned = model_reference(adapter, settings, "fine-tuned adapter")
-    cfg = _load_page_config(config, settings)
+    cfg = page_config(config, model, settings)
     batch = _whole_number(batch_size, "the batch size")
     if max_new_tokens not in (None, "", 0):  # 0, or a field left empty: the config's setting
         tokens = _whole_number(max_new_tokens, "max new tokens")
