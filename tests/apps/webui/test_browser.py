@@ -106,6 +106,8 @@ def webui(tmp_path_factory, tiny_model_dir):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    # Every error the walk could cause was a page message; a traceback in the server's log is a bug of ours.
+    assert "Traceback" not in log.read_text(encoding="utf-8", errors="replace"), server.log_tail(6000)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +233,7 @@ def start_training(page, webui, output_dir: str, max_steps: int) -> None:
     page.click("#train-start")
 
 
-def test_the_whole_path_in_one_page(webui, browser, shots):
+def test_the_whole_path_in_one_page(browser, webui, shots):
     """data -> train -> chat -> compare -> rate, as a user clicks through it."""
     assert f"http://127.0.0.1:{webui.port}" in webui.log_tail()  # bound to this machine only
     page = open_page(browser, webui)
@@ -314,7 +316,7 @@ def test_the_whole_path_in_one_page(webui, browser, shots):
     assert imported_percent == percent, imported.stdout
 
 
-def test_two_sessions_at_once_one_training_one_chatting(webui, browser, shots):
+def test_two_sessions_at_once_one_training_one_chatting(browser, webui, shots):
     """One browser session trains while another chats: the chat is answered during the training, and the first
     session still sees the training advance afterwards."""
     trainer = open_page(browser, webui)
@@ -341,7 +343,7 @@ def test_two_sessions_at_once_one_training_one_chatting(webui, browser, shots):
 
 
 @pytest.mark.parametrize("locale, language", [("zh-CN", 1), ("en-US", 0)])
-def test_the_page_speaks_the_browsers_language(webui, browser, locale, language):
+def test_the_page_speaks_the_browsers_language(browser, webui, locale, language):
     from qwentune.apps.webui.app import TEXT
 
     page = open_page(browser, webui, locale=locale)
