@@ -157,7 +157,7 @@ def test_download_stores_jsonl_that_reads_back(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
     alpaca_file(repo, n=5, name="data.jsonl")
-    monkeypatch.setattr(sources, "require_hub", lambda *args: None)  # the only network step: the reachability probe
+    monkeypatch.setattr(sources, "require_hub", lambda *args, **kwargs: None)  # the only network step: the reachability probe
     path = sources.download(DatasetEntry("someone/set", hub_id=str(repo)), tmp_path / "cache")
     assert path == tmp_path / "cache" / "someone__set.jsonl"
     assert read_records(path) == read_records(repo / "data.jsonl")

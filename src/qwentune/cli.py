@@ -14,10 +14,11 @@ import traceback
 from .config import KEY_TO_SECTION, load_config, parse_override_args
 from .errors import EXIT_BUG, EXIT_USER_ERROR, UserError, did_you_mean
 from .fsutil import check_output_file, hold_output
+from .models.hub import HUBS, select_hub
 
 # Options of `preprocess`: the data section, plus where the tokenizer comes from and the seed.
 PREPROCESS_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "data"] + [
-    "tokenizer_name", "model_name_or_path", "trust_remote_code", "seed"]
+    "tokenizer_name", "model_name_or_path", "trust_remote_code", "hub", "seed"]
 
 
 def _config_with_options(config_path: str | None, extra: list[str], allowed: list[str], command: str,
@@ -32,7 +33,9 @@ def _config_with_options(config_path: str | None, extra: list[str], allowed: lis
             hint = did_you_mean(key, allowed, "--") or f" (options: {', '.join('--' + a for a in allowed)})."
             raise UserError(f"{command}: unknown option --{name}{hint}")
         pairs.append((name, text))
-    return load_config(config_path, pairs)
+    cfg = load_config(config_path, pairs)
+    select_hub(cfg.model.hub)  # hub ids of models, tokenizers and datasets come from there (models/hub.py)
+    return cfg
 
 
 def cmd_datasets(args: argparse.Namespace, extra: list[str]) -> None:
@@ -42,6 +45,8 @@ def cmd_datasets(args: argparse.Namespace, extra: list[str]) -> None:
     width = max(map(len, registry))
     for name, entry in registry.items():
         where = entry.hub_id or entry.file
+        if entry.modelscope_id:
+            where += f" (ModelScope: {entry.modelscope_id})"
         print(f"{name:<{width}}  {entry.format:<10}  {where}\n{'':<{width}}  {entry.description}")
 
 
@@ -51,6 +56,7 @@ def cmd_download(args: argparse.Namespace, extra: list[str]) -> None:
     from .data.registry import DEFAULT_DATASETS, load_registry, unknown_dataset_error
     from .data.sources import download
 
+    select_hub(args.hub)
     registry = load_registry(args.dataset_registry)
     names = args.datasets or DEFAULT_DATASETS
     for name in names:
@@ -223,7 +229,7 @@ def cmd_rating_import(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 COMPARE_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "generation"] + [
-    "seed", "trust_remote_code", "bf16", "fp16"]
+    "seed", "trust_remote_code", "hub", "bf16", "fp16"]
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
@@ -253,7 +259,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> None:
     print("results: " + ", ".join(str(p) for p in pages))
 
 
-EXPORT_KEYS = ["model_name_or_path", "trust_remote_code", "adapter_path", "system_prompt"]
+EXPORT_KEYS = ["model_name_or_path", "trust_remote_code", "hub", "adapter_path", "system_prompt"]
 
 
 def _verification_inputs(args: argparse.Namespace, extra: list[str], command: str):
@@ -338,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", default="data/cache")
     p.add_argument("--dataset_registry", help="a YAML file with more named datasets")
     p.add_argument("--force", action="store_true", help="download again even if cached")
+    p.add_argument("--hub", choices=HUBS, default="huggingface",
+                   help="where from: the Hugging Face hub (or the mirror HF_ENDPOINT names) or ModelScope")
     p.set_defaults(func=cmd_download)
 
     p = commands.add_parser(
@@ -473,10 +481,23 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
+def tolerate_console_encoding() -> None:
+    """Print what the console cannot show as '?' instead of failing with UnicodeEncodeError.
+
+    A console with a legacy code page (Windows' GBK / cp936, or PYTHONIOENCODING=gbk) shows Chinese but not
+    an emoji or a rare CJK character that a model may well answer with; the strict default would end the
+    run on that character, after minutes of loading. Files are always written as UTF-8, whole.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    tolerate_console_encoding()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     previous = None

@@ -17,7 +17,7 @@ QWEN2_7B = ModelShape.from_config(Qwen2Config(
 
 def test_parameter_count_matches_the_published_sizes():
     linear, other = QWEN2_05B.parameters()
-    assert abs((linear + other) / 1e6 - 494) < 3  # Qwen2-0.5B: 494M (biases of q/k/v left out)
+    assert abs((linear + other) / 1e6 - 494) < 3  # Qwen2-0.5B: 494M
     linear, other = QWEN2_7B.parameters()
     assert abs((linear + other) / 1e9 - 7.6) < 0.05  # Qwen2-7B: 7.6B
 

@@ -3,7 +3,7 @@
 Every key name is unique across sections (KEY_TO_SECTION), which is what lets a key be given plainly
 (`--learning_rate`, or flat at a config file's top level) as well as with its section. Allowed values
 of some keys come from the registries that own them: dataset formats (data/convert.py), hardware
-presets (training/presets.py) and metrics (evaluation/metrics.py).
+presets (training/presets.py), trackers (training/trackers.py) and metrics (evaluation/metrics.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ..data.convert import FORMATS
 from ..evaluation.metrics import metric_choices
 from ..training.presets import HARDWARE_CHOICES
+from ..training.trackers import TRACKER_CHOICES
 
 # A speed-up switch: auto takes it where the device and model allow it; false turns it off; true insists.
 Switch = Literal["auto"] | bool
@@ -32,6 +33,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     # QLoRA: load the frozen base weights in 4-bit NF4 (needs the `qlora` extra).
     use_4bit: bool = False
+    # Where hub ids of models, tokenizers and named datasets come from: huggingface (or the mirror HF_ENDPOINT
+    # names, e.g. https://hf-mirror.com) or modelscope (needs the `modelscope` extra). Local paths are local.
+    hub: Literal["huggingface", "modelscope"] = "huggingface"
 
 
 @dataclass
@@ -76,6 +80,9 @@ class TrainingConfig:
     # Final adapter here, checkpoint-N subdirectories inside it.
     output_dir: str = "results/checkpoints"
     logging_dir: str = "results/logs"
+    # TensorBoard event files always go to logging_dir; swanlab, wandb or mlflow also sends the run there
+    # (transformers' integration; its package must be installed: checked before anything starts).
+    report_to: Literal[TRACKER_CHOICES] = "tensorboard"
     num_train_epochs: float = 3.0
     # Stop after this many optimizer steps (overrides num_train_epochs); null trains whole epochs.
     max_steps: int | None = None

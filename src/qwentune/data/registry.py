@@ -8,6 +8,7 @@ in the same form:
       format: sharegpt
     my_hub_set:                  # a hub dataset
       hub_id: someone/some-dataset
+      modelscope_id: someone/some-dataset   # its copy on ModelScope, for --hub modelscope (optional)
       split: train
       columns: {instruction: question, output: answer}
 
@@ -36,6 +37,7 @@ class DatasetEntry:
     name: str
     hub_id: str | None = None
     file: str | None = None
+    modelscope_id: str | None = None  # the same data on ModelScope (--hub modelscope); None: none known
     split: str = "train"
     subset: str | None = None
     format: str = "auto"
@@ -48,6 +50,12 @@ class DatasetEntry:
         return self.name.replace("/", "__") + ".jsonl"
 
 
+# ModelScope ids: those of ms-swift's dataset registry (github.com/modelscope/ms-swift, swift/llm/dataset/data/
+# dataset_info.json, which pairs AI-ModelScope/alpaca-gpt4-data-en with vicgalle/alpaca-gpt4 and
+# AI-ModelScope/alpaca-cleaned with yahma/alpaca-cleaned; swift/llm/dataset/dataset/llm.py registers
+# AI-ModelScope/alpaca-gpt4-data-zh, GPT-4-LLM's alpaca_gpt4_data_zh as shibing624/alpaca-zh holds it).
+# hfl/alpaca_zh_51k, OpenAssistant/oasst1 and tatsu-lab/alpaca have no ModelScope copy that registry or
+# LLaMA-Factory's data/dataset_info.json names: None, and --hub modelscope says so.
 BUILTIN: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in [
@@ -57,10 +65,12 @@ BUILTIN: dict[str, DatasetEntry] = {
         ),
         DatasetEntry(
             "alpaca_gpt4_data", hub_id="vicgalle/alpaca-gpt4", format="alpaca",
+            modelscope_id="AI-ModelScope/alpaca-gpt4-data-en",
             description="Alpaca instructions answered by GPT-4, English, 52k (GPT-4-LLM)",
         ),
         DatasetEntry(
             "alpaca_gpt4_data_zh", hub_id="shibing624/alpaca-zh", format="alpaca",
+            modelscope_id="AI-ModelScope/alpaca-gpt4-data-zh",
             description="Alpaca instructions answered by GPT-4 in Chinese, 49k (GPT-4-LLM)",
         ),
         DatasetEntry(
@@ -73,6 +83,7 @@ BUILTIN: dict[str, DatasetEntry] = {
         ),
         DatasetEntry(
             "yahma/alpaca-cleaned", hub_id="yahma/alpaca-cleaned", format="alpaca",
+            modelscope_id="AI-ModelScope/alpaca-cleaned",
             description="Stanford Alpaca with its known errors cleaned, English, 52k",
         ),
     ]
@@ -84,7 +95,7 @@ DEFAULT_DATASETS = ["chinese_alpaca", "alpaca_gpt4_data", "OpenAssistant/oasst1"
 
 # What an entry of a registry file may set, with the type its value must have (coerced like config values;
 # an empty value, `subset:` or null, leaves the default).
-ENTRY_FIELDS = {"hub_id": str, "file": str, "split": str, "subset": str, "format": Literal[("auto", *FORMATS)],
+ENTRY_FIELDS = {"hub_id": str, "file": str, "modelscope_id": str, "split": str, "subset": str, "format": Literal[("auto", *FORMATS)],
                 "columns": dict[str, str], "description": str}
 # How a wrong value is explained where the type's name alone says too little.
 FIELD_HINTS = {"columns": "a mapping such as {instruction: question} (the format's field: your column)"}

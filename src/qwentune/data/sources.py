@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import atomic_output_file
-from ..models.hub import require_hub
+from ..models.hub import HF_MIRROR_EXAMPLE, hub_name, require_hub, selected_hub, written_as_path
 from .readers import SUFFIXES
 from .registry import DatasetEntry, load_registry, unknown_dataset_error
 
@@ -42,27 +42,53 @@ def download(entry: DatasetEntry, cache_dir: str | os.PathLike, force: bool = Fa
         return target
     if entry.hub_id is None:
         raise UserError(f"dataset '{entry.name}' is a local file ({entry.file}); there is nothing to download.")
-    require_hub(f"dataset '{entry.hub_id}'", offline_hint(option))
+    if selected_hub() == "modelscope":
+        dataset = _from_modelscope(entry, option)
+    else:
+        dataset = _from_hugging_face(entry, option)
+    with atomic_output_file(target, "wb") as handle:
+        dataset.to_json(handle, force_ascii=False)
+    return target
+
+
+def _from_hugging_face(entry: DatasetEntry, option: str):
+    require_hub(f"dataset '{entry.hub_id}'", offline_hint(option), on_modelscope=entry.modelscope_id is not None)
     import datasets
 
     try:
-        dataset = datasets.load_dataset(entry.hub_id, entry.subset, split=entry.split)
+        return datasets.load_dataset(entry.hub_id, entry.subset, split=entry.split)
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as exc:
         # Network and hub errors are OSError (huggingface_hub, httpx), a bad split or subset ValueError;
         # a dataset that is missing, gated or fails to build is one of datasets' own errors.
         raise UserError(
             f"could not download dataset '{entry.hub_id}' (split {entry.split}): {str(exc).splitlines()[0]}"
         ) from None
-    with atomic_output_file(target, "wb") as handle:
-        dataset.to_json(handle, force_ascii=False)
-    return target
+
+
+def _from_modelscope(entry: DatasetEntry, option: str):
+    """entry's ModelScope copy as a datasets.Dataset (modelscope's MsDataset, converted)."""
+    if entry.modelscope_id is None:
+        raise UserError(
+            f"dataset '{entry.name}' has no ModelScope id in the registry (it is not known to be on ModelScope); "
+            f"fetch it from the Hugging Face hub or a mirror (--hub huggingface, HF_ENDPOINT={HF_MIRROR_EXAMPLE}), "
+            f"or give modelscope_id in a registry file (data.dataset_registry), or "
+            + offline_hint(option))
+    require_hub(f"dataset '{entry.modelscope_id}'", offline_hint(option))
+    from modelscope.msdatasets import MsDataset
+
+    try:
+        loaded = MsDataset.load(entry.modelscope_id, subset_name=entry.subset or "default", split=entry.split)
+        return loaded.to_hf_dataset() if hasattr(loaded, "to_hf_dataset") else loaded
+    except Exception as exc:  # modelscope's own error classes, network errors, a missing split
+        raise UserError(f"could not download dataset '{entry.modelscope_id}' (split {entry.split}) from "
+                        f"{hub_name()}: {str(exc).splitlines()[0][:200]}") from None
 
 
 def looks_like_path(name: str) -> bool:
     """Whether a dataset name that names no existing file is meant as a path (a record file's suffix, a leading
-    '.', '/' or '~', or more than one '/'), so that it is "file not found" rather than an unknown dataset."""
-    lowered = name.lower()
-    return lowered.endswith(SUFFIXES) or name.startswith((".", "/", "~")) or name.count("/") > 1
+    '.', '/' or '~', more than one '/', a backslash or a Windows drive), so that it is "file not found" rather
+    than an unknown dataset."""
+    return name.lower().endswith(SUFFIXES) or written_as_path(name)
 
 
 def resolve(name: str, data_format: str = "auto", columns: dict | None = None,
@@ -82,7 +108,8 @@ def resolve(name: str, data_format: str = "auto", columns: dict | None = None,
             raise UserError(f"{name}: file not found; check the path (relative paths start from {Path.cwd()}).")
         if name.count("/") != 1:
             raise unknown_dataset_error(name, registry)
-        entry = DatasetEntry(name=name, hub_id=name)  # an unregistered hub dataset: owner/name
+        # An unregistered hub dataset: owner/name, on whichever hub --hub names.
+        entry = DatasetEntry(name=name, hub_id=name, modelscope_id=name)
     fmt = data_format if data_format != "auto" else entry.format
     merged_columns = {**entry.columns, **columns}
     if entry.file:

@@ -160,8 +160,11 @@ def evaluate(cfg: Config, log=print) -> Path:
 
     Raises UserError before loading anything when eval_output_dir is a file (or lies under one).
     """
+    from ..models.hub import select_hub
     from ..models.load import load_for_inference
     from ..models.precision import choose_precision
+
+    select_hub(cfg.model.hub)
 
     check_directory_path(cfg.eval.eval_output_dir, "--eval_output_dir")  # before the data and model load
     conversations, dataset_label = eval_conversations(cfg, log)

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import read_json_object
 from .gguf_source import materialize
-from .hub import is_local_reference, require_hub
+from .hub import is_local_reference, modelscope_snapshot, require_hub, selected_hub
 
 
 def local_model_hint(option: str = "--model_name_or_path") -> str:
@@ -21,7 +21,8 @@ def local_model_hint(option: str = "--model_name_or_path") -> str:
 
 def resolve_model_source(name: str, option: str = "--model_name_or_path") -> str:
     """A local model directory as is; the embedded demo model or a .gguf file as its converted directory;
-    a hub id if it is in the local hub cache or the hub is reachable. UserError otherwise, naming
+    a hub id if it is in the local hub cache or the hub is reachable (with --hub modelscope: ModelScope's copy,
+    as the local directory modelscope keeps it in). UserError otherwise, naming
     `option` (the caller's flag that gave `name`) as the thing to fix; a config.json that is not a
     JSON object is named as such (transformers would otherwise fail in the tokenizer, blaming it)."""
     name = materialize(name)
@@ -34,6 +35,8 @@ def resolve_model_source(name: str, option: str = "--model_name_or_path") -> str
             raise UserError(f"{path}: not a model directory (no config.json); point {option} at one.")
         read_json_object(config_file, "restore the model's config.json (copy it again from where the model came from).")
         return str(path)
+    if selected_hub() == "modelscope":  # Qwen's models have the same ids there (Qwen/Qwen2.5-0.5B-Instruct)
+        return modelscope_snapshot(name, f"model '{name}'", local_model_hint(option))
     from huggingface_hub import try_to_load_from_cache
 
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .gguf_source import materialize
-from .hub import is_local_reference, require_hub
+from .hub import is_local_reference, modelscope_snapshot, require_hub, selected_hub
 
 # Chat templates qwentune ships (package data, with their sources named inside): chatml.jinja is
 # Qwen2's ChatML, for tokenizers that ship without a template (older Qwen base checkpoints).
@@ -47,6 +47,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 def _load_from_hub(hub_id: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
+    if selected_hub() == "modelscope":  # --hub modelscope: the repository's local copy, loaded as a directory
+        local = modelscope_snapshot(hub_id, f"tokenizer '{hub_id}'", LOCAL_HINT)
+        return AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
     try:  # already in the local hub cache: no network needed
         return AutoTokenizer.from_pretrained(hub_id, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):  # not cached (huggingface_hub's errors are OSError or ValueError)

@@ -36,6 +36,8 @@ USABLE_FRACTION = 0.85  # allocator fragmentation and spikes eat the rest
 
 @dataclass(frozen=True)
 class ModelShape:
+    """The layer sizes that decide memory: those of config.json (head_dim 0 means hidden // heads)."""
+
     hidden: int
     intermediate: int
     layers: int
@@ -43,31 +45,49 @@ class ModelShape:
     kv_heads: int
     vocab: int
     tied_embeddings: bool
+    head_dim: int = 0  # Qwen3 sets it apart from hidden // heads (0.6B: 1024 // 16 = 64, but 128)
+    qkv_bias: bool = False  # Qwen2 and Qwen2.5 always have q/k/v biases; Qwen3 has none
+    qk_norm: bool = False  # Qwen3 normalises q and k per head (two RMSNorm weights of head_dim per layer)
 
     @classmethod
     def from_config(cls, config) -> "ModelShape | None":
         """Llama-style decoders (Qwen2/2.5/3, Llama, Mistral, SmolLM2); None for shapes we cannot read."""
         try:
-            return cls(config.hidden_size, config.intermediate_size, config.num_hidden_layers,
-                       config.num_attention_heads, getattr(config, "num_key_value_heads", None)
-                       or config.num_attention_heads, config.vocab_size,
-                       bool(getattr(config, "tie_word_embeddings", False)))
+            heads = config.num_attention_heads
+            model_type = getattr(config, "model_type", "")
+            return cls(config.hidden_size, config.intermediate_size, config.num_hidden_layers, heads,
+                       getattr(config, "num_key_value_heads", None) or heads, config.vocab_size,
+                       bool(getattr(config, "tie_word_embeddings", False)),
+                       head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+                       # transformers' Qwen2 attention always builds q/k/v with bias=True
+                       qkv_bias=model_type == "qwen2" or bool(getattr(config, "attention_bias", False)),
+                       qk_norm=model_type == "qwen3")
         except AttributeError:
             return None
 
     @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def q_dim(self) -> int:
+        return self.head_size * self.heads
+
+    @property
     def kv_dim(self) -> int:
-        return self.hidden // self.heads * self.kv_heads
+        return self.head_size * self.kv_heads
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of each projection in one layer: q, k, v, o, gate, up, down."""
-        h, kv, i = self.hidden, self.kv_dim, self.intermediate
-        return [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+        h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
 
     def parameters(self) -> tuple[int, int]:
-        """(linear weights in the layers, everything else: embeddings, head, norms)."""
+        """(linear weights in the layers, everything else: embeddings, head, norms, biases)."""
         linear = self.layers * sum(a * b for a, b in self.linear_shapes())
-        other = self.vocab * self.hidden * (1 if self.tied_embeddings else 2) + self.layers * 2 * self.hidden
+        per_layer = 2 * self.hidden + (self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0) \
+            + (2 * self.head_size if self.qk_norm else 0)
+        other = self.vocab * self.hidden * (1 if self.tied_embeddings else 2) + self.layers * per_layer + self.hidden
         return linear, other
 
 
@@ -108,9 +128,10 @@ def estimate_bytes(shape: ModelShape, batch: int, seq_len: int, lora_r: int, byt
     adapter = shape.layers * sum(lora_r * (a + b) for a, b in shape.linear_shapes())
     adapter_and_optimizer = adapter * 16  # fp32 weights, gradients, and AdamW's two moments
     tokens = batch * seq_len if pass_tokens is None else min(batch * seq_len, pass_tokens)
-    h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
-    # Saved for backward per token and layer: norms, q/k/v/o, MLP in/out and the LoRA dropout inputs.
-    per_layer = (14 * h + 2 * kv + 6 * i) * bytes_per_value
+    h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
+    # Saved for backward per token and layer: norms, q/k/v/o, MLP in/out and the LoRA dropout inputs
+    # (q and the attention output are q_dim wide: hidden, except where head_dim says otherwise, as in Qwen3).
+    per_layer = (12 * h + 2 * q + 2 * kv + 6 * i) * bytes_per_value
     if gradient_checkpointing:
         activations = tokens * (shape.layers * h * bytes_per_value + per_layer)
     else:

@@ -42,7 +42,7 @@ IDENTITY_KEYS = {"model": ["model_name_or_path", "use_4bit"], "data": ["dataset_
 RESUME_MAY_CHANGE = {
     "tokenizer_name", "trust_remote_code", "dataset_name", "dataset_registry", "num_proc", "cache_dir",
     "processed_dir", "output_dir", "logging_dir", "per_device_eval_batch_size", "logging_steps", "save_steps",
-    "save_total_limit", "resume_from_checkpoint", "hardware", "memory_probe",
+    "save_total_limit", "resume_from_checkpoint", "hardware", "memory_probe", "report_to", "hub",
     *(key for key, section in KEY_TO_SECTION.items() if section in ("eval", "generation")),
 }
 # The settings of the tokenized data (data_stats.json) that no config key shows, as a message names them.

@@ -23,6 +23,7 @@ from .. import library_versions
 from ..config import Config, save_config
 from ..errors import UserError
 from ..fsutil import check_directory_path, hold_output, write_json
+from ..models.hub import select_hub
 from .callbacks import (
     CurrentRunSettings,
     GracefulStop,
@@ -43,6 +44,7 @@ from .outputs import (
     save_final,
 )
 from .processes import check_launcher_fits_device, main_process_first
+from .trackers import check_tracker, report_to
 
 
 @dataclass
@@ -102,7 +104,7 @@ def training_arguments(cfg: Config, precision, packing: bool, has_validation: bo
         greater_is_better=False if has_validation else None,
         seed=t.seed,
         data_seed=t.seed,
-        report_to="none",  # TensorBoard is added explicitly, writing to training.logging_dir
+        report_to=report_to(t.report_to),  # TensorBoard is added explicitly, writing to training.logging_dir
         disable_tqdm=True,  # LiveProgress draws one bar with loss, lr and tokens/s
         include_num_input_tokens_seen="non_padding",
         prediction_loss_only=True,  # evaluation needs the loss only, never the full logits
@@ -135,6 +137,8 @@ def train(cfg: Config, log=print, callbacks: tuple = (), measure_peak=None) -> T
     """
     from accelerate.utils import get_int_from_env
 
+    check_tracker(cfg.training.report_to)  # a missing package: one sentence, nothing written yet
+    select_hub(cfg.model.hub)
     # Under torchrun / accelerate launch only the main process writes the directory, so only it holds it
     # (the rank variables are accelerate's own; the process group is not joined yet).
     rank = get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
