@@ -1,12 +1,17 @@
-"""qwentune as a package: every subpackage is in the wheel, and the wheel alone runs `qwentune demo` from an
-empty directory (the config templates, demo data and chat templates are package data), with no warning lines.
-The demo is shortened (2 training steps, 4 held-out examples, 8 new tokens) but runs end to end."""
+"""qwentune as a package: every subpackage and file under src/ is in the wheel, the wheel alone runs `qwentune
+demo` from an empty directory (the config templates, demo data and chat templates are package data), with no
+warning lines, and serves `qwentune webui`'s page with every tab. The demo is shortened (2 training steps, 4
+held-out examples, 8 new tokens) but runs end to end."""
 
 import json
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 import tomllib
@@ -42,6 +47,56 @@ def installed_wheel(tmp_path_factory):
                               str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
     return site
+
+
+def test_the_wheel_holds_every_file_under_src(installed_wheel):
+    """A subpackage left out of pyproject's list, or a data file (a template, the page's assets) left out of its
+    package data, is missing from the wheel although the checkout runs."""
+    def files(root):
+        return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+    missing = files(REPO / "src" / "qwentune") - files(installed_wheel / "qwentune")
+    assert not missing, sorted(map(str, missing))
+
+
+def test_the_wheel_serves_the_web_page_with_every_tab(installed_wheel, tmp_path):
+    """`qwentune webui` from the wheel alone, in an empty directory: the page's config lists every tab and the
+    elem_ids the browser test drives (tests/apps/webui/test_browser.py runs the page itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PYTHONPATH": str(installed_wheel), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    log = tmp_path / "webui.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, str(installed_wheel / "bin" / "qwentune"), "webui", "--port",
+                                   str(port)], env=env, cwd=empty, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10) as response:
+                    config = json.load(response)
+                break
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    tabs = ("data_tab", "train_tab", "evaluate_tab", "chat_tab", "compare_tab", "export_tab")
+    expected = {"app-model", "app-adapter", "app-config", *(f"tab-{tab}" for tab in tabs),
+                "data-preview", "train-start", "train-key-max_steps", "chat-send", "compare-run", "rate-winrate",
+                "eval-run", "export-run"}
+    assert expected <= elem_ids, sorted(expected - elem_ids)
+    assert "Traceback" not in log.read_text()
 
 
 def test_the_wheel_runs_the_demo_from_an_empty_directory_without_warnings(installed_wheel, tmp_path):
