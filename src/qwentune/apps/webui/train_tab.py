@@ -57,6 +57,7 @@ TEXT = {
 }
 
 WHERE = "train form"
+LOG_LINES_SHOWN = 12  # the log tail in the page: the newest lines, all in view
 REFRESH_SECONDS = 2.0
 # The keys the memory estimate depends on (memory.estimate_before_training): a change to one of them estimates again.
 MEMORY_KEYS = ("model_name_or_path", "trust_remote_code", "use_4bit", "max_length", "lora_r",
@@ -243,7 +244,9 @@ def watched(output_dir_text: str, settings: WebuiSettings) -> runs.RunStatus | s
     """The status of the run in the form's output_dir, or why it cannot be shown (a path the page may not use,
     or one being typed): a refresh every few seconds must not raise an error toast each time."""
     try:
-        return runs.status(page_path(output_dir_text, settings, f"{WHERE}: output_dir"))
+        # As many lines as the box shows: a textbox filled by a timer keeps its scroll at the top (autoscroll does
+        # not act then), so a longer tail would hide the newest lines below the fold.
+        return runs.status(page_path(output_dir_text, settings, f"{WHERE}: output_dir"), tail_lines=LOG_LINES_SHOWN)
     except UserError as exc:
         return str(exc)
 
@@ -275,8 +278,8 @@ def build(settings: WebuiSettings, shared) -> None:
     with gr.Row(equal_height=False):
         loss = gr.LinePlot(x="step", y="loss", color="series", label=t("train.loss"), x_title="step",
                            y_title="loss", elem_id="train-loss", scale=1)
-        log = gr.Textbox(label=t("train.log"), elem_id="train-log", interactive=False, lines=14, max_lines=14,
-                         autoscroll=True, scale=1)
+        log = gr.Textbox(label=t("train.log"), elem_id="train-log", interactive=False, lines=LOG_LINES_SHOWN,
+                         max_lines=2 * LOG_LINES_SHOWN, autoscroll=True, scale=1)  # room for wrapped lines
     timer = gr.Timer(REFRESH_SECONDS)
 
     keys = list(inputs)
