@@ -120,3 +120,16 @@ def test_webui_empty_password_and_unknown_option_are_refused(capsys):
     assert "--password is empty" in capsys.readouterr().err
     assert main(["webui", "--learning_rate", "1e-4"]) == 2
     assert "webui: unknown option --learning_rate" in capsys.readouterr().err
+
+
+def test_hugging_face_tokens_are_outside_the_page_but_its_caches_are_not(settings, tmp_path):
+    # break-it: HF_HOME itself was a root, so Gradio's file route served HF_HOME/token to anyone who could open the
+    # page (GET /gradio_api/file=<HF_HOME>/token); only the model and dataset caches are the page's.
+    for secret in ("token", "stored_tokens"):
+        with pytest.raises(UserError, match="is outside the folders this page may use"):
+            page_path(str(tmp_path / "hf" / secret), settings, "dataset")
+    roots = settings.roots()
+    assert (tmp_path / "hf").resolve() not in roots
+    assert page_path(str(tmp_path / "hf" / "hub" / "models--Qwen--Qwen2-0.5B"), settings, "model").is_relative_to(
+        tmp_path / "hf" / "hub")
+    assert page_path(str(tmp_path / "hf" / "datasets" / "x"), settings, "dataset").is_relative_to(tmp_path / "hf")

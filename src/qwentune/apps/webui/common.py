@@ -25,11 +25,18 @@ class WebuiSettings:
 
     def roots(self) -> list[Path]:
         """Folders whose files the page may read or write: the working directory, the config's output
-        directories, and qwentune's and Hugging Face's caches."""
+        directories, qwentune's cache and Hugging Face's model and dataset caches.
+
+        Not HF_HOME itself: it holds the user's access tokens (token, stored_tokens), which Gradio's file route
+        would otherwise serve to anyone who can open the page."""
         from ...models.gguf_source import cache_root
 
-        home_cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        return [r.resolve() for r in (self.workdir, *self.extra_roots, cache_root(), home_cache)]
+        env = os.environ.get  # read now, as huggingface_hub and datasets read them (their defaults included)
+        hf_home = Path(env("HF_HOME") or Path(env("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+        hub_cache = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE") or hf_home / "hub"
+        datasets_cache = env("HF_DATASETS_CACHE") or hf_home / "datasets"
+        return [Path(r).expanduser().resolve()
+                for r in (self.workdir, *self.extra_roots, cache_root(), hub_cache, datasets_cache)]
 
 
 def page_path(text: str | os.PathLike, settings: WebuiSettings, what: str) -> Path:
