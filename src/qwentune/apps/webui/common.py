@@ -39,6 +39,22 @@ class WebuiSettings:
                 for r in (self.workdir, *self.extra_roots, cache_root(), hub_cache, datasets_cache)]
 
 
+def command_line_roots(cfg, config_path: str | os.PathLike | None) -> tuple[Path, ...]:
+    """What `qwentune webui` was told on its command line, as extra roots: the --config file itself, the local base
+    model and adapter it names (a folder, or a .gguf file), and its output, log, cache and data directories, each
+    resolved against the current directory (absolute, symlinks followed).
+
+    Without them the page refused the very model and config it was started with when they lie outside the working
+    directory (`qwentune webui --model_name_or_path ~/models/qwen`). Only those paths: not the folder a config file
+    sits in, whose other files the page must not read. Hub ids and paths that do not exist add nothing."""
+    named = [config_path, cfg.model.model_name_or_path, cfg.eval.adapter_path]
+    folders = [cfg.training.output_dir, cfg.training.logging_dir, cfg.eval.eval_output_dir, cfg.data.cache_dir,
+               cfg.data.processed_dir]
+    roots = [Path(p).expanduser().resolve() for p in named if p and Path(p).expanduser().exists()]
+    roots += [Path(p).expanduser().resolve() for p in folders if p]
+    return tuple(dict.fromkeys(roots))
+
+
 def page_path(text: str | os.PathLike, settings: WebuiSettings, what: str) -> Path:
     """A path typed into the page, resolved against the working directory (symlinks followed), when it lies in
     one of settings.roots(); otherwise UserError naming `what`, the path and the allowed folders.
