@@ -185,15 +185,12 @@ WEBUI_KEYS = [k for k, s in KEY_TO_SECTION.items() if s == "model"] + ["adapter_
 
 
 def cmd_webui(args: argparse.Namespace, extra: list[str]) -> None:
-    from pathlib import Path
-
     from .apps.webui.app import launch
-    from .apps.webui.common import WebuiSettings
+    from .apps.webui.common import WebuiSettings, command_line_roots
 
     cfg = _config_with_options(args.config, extra, WEBUI_KEYS, "webui")
-    outputs = [Path(d).resolve() for d in (cfg.training.output_dir, cfg.eval.eval_output_dir) if Path(d).is_absolute()]
     settings = WebuiSettings(model_name_or_path=cfg.model.model_name_or_path, adapter_path=cfg.eval.adapter_path,
-                             config_path=args.config, extra_roots=tuple(outputs))
+                             config_path=args.config, extra_roots=command_line_roots(cfg, args.config))
     password = args.password if args.password is not None else os.environ.get("QWENTUNE_WEBUI_PASSWORD")
     launch(settings, args.host, args.port, args.share, password)
 

@@ -195,3 +195,17 @@ def test_gzipped_csv_reads_like_the_csv(tmp_path):
     (tmp_path / "d.csv.gz").write_bytes(gzip.compress(text.encode("utf-8")))
     assert read_records(tmp_path / "d.csv.gz") == read_records(tmp_path / "d.csv")
     assert len(read_records(tmp_path / "d.csv.gz")) == 2
+
+
+def test_a_pretty_printed_object_is_not_called_invalid_json(tmp_path):
+    # break-it (webui): a model folder's config.json as a dataset or questions file was reported as
+    # "config.json:1: not valid JSON (Expecting property name ...)", though it is valid JSON, just not records.
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "qwen2", "hidden_size": 8}, indent=2), encoding="utf-8")
+    with pytest.raises(UserError, match=r"config.json: one JSON object over several lines, not records; give a JSON "
+                                        r"array of records"):
+        read_records(path)
+    broken = tmp_path / "broken.json"  # still JSON Lines with a bad line: still that line
+    broken.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"broken.json:2: not valid JSON"):
+        read_records(broken)

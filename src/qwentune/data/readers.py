@@ -70,7 +70,18 @@ def _json_document(path: Path, text: str) -> list[dict[str, Any]]:
     stripped = text.lstrip()
     if not stripped.startswith("["):
         # `{...}\n{...}` is JSON Lines saved with a .json name: common enough to accept.
-        return _json_lines(path, text)
+        try:
+            return _json_lines(path, text)
+        except UserError:
+            # A pretty-printed object (a model's config.json) is valid JSON: "line 1: not valid JSON" misled.
+            try:
+                whole = json.loads(text)
+            except json.JSONDecodeError:
+                whole = None
+            if isinstance(whole, dict):
+                raise UserError(f"{path}: one JSON object over several lines, not records; give a JSON array of "
+                                f"records ([{{...}}, {{...}}]) or one record per line (JSON Lines).") from None
+            raise
     data = parse_json(path, text)
     for index, record in enumerate(data):
         if not isinstance(record, dict):

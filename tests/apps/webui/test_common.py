@@ -120,3 +120,42 @@ def test_webui_empty_password_and_unknown_option_are_refused(capsys):
     assert "--password is empty" in capsys.readouterr().err
     assert main(["webui", "--learning_rate", "1e-4"]) == 2
     assert "webui: unknown option --learning_rate" in capsys.readouterr().err
+
+
+def test_hugging_face_tokens_are_outside_the_page_but_its_caches_are_not(settings, tmp_path):
+    # break-it: HF_HOME itself was a root, so Gradio's file route served HF_HOME/token to anyone who could open the
+    # page (GET /gradio_api/file=<HF_HOME>/token); only the model and dataset caches are the page's.
+    for secret in ("token", "stored_tokens"):
+        with pytest.raises(UserError, match="is outside the folders this page may use"):
+            page_path(str(tmp_path / "hf" / secret), settings, "dataset")
+    roots = settings.roots()
+    assert (tmp_path / "hf").resolve() not in roots
+    assert page_path(str(tmp_path / "hf" / "hub" / "models--Qwen--Qwen2-0.5B"), settings, "model").is_relative_to(
+        tmp_path / "hf" / "hub")
+    assert page_path(str(tmp_path / "hf" / "datasets" / "x"), settings, "dataset").is_relative_to(tmp_path / "hf")
+
+
+def test_the_model_config_and_folders_of_the_command_line_are_the_page_s_even_outside_it(tmp_path, monkeypatch):
+    # break-it: `qwentune webui --model_name_or_path ../model --config ../run.yaml` started a page that refused its
+    # own pre-filled model and config ("outside the folders this page may use") in every tab.
+    from qwentune.apps.webui.common import command_line_roots
+    from qwentune.config import load_config
+
+    monkeypatch.setenv("QWENTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    (elsewhere / "model").mkdir(parents=True)
+    (elsewhere / "run.yaml").write_text("output_dir: ../elsewhere/out\nprocessed_dir: ../elsewhere/processed\n")
+    (elsewhere / "other.txt").write_text("not the page's")
+    monkeypatch.chdir(work)  # as the CLI runs: relative paths are the current directory's
+    cfg = load_config("../elsewhere/run.yaml", [("model_name_or_path", "../elsewhere/model"),
+                                                ("adapter_path", "Qwen/not-local")])
+    settings = WebuiSettings(model_name_or_path="../elsewhere/model", config_path="../elsewhere/run.yaml",
+                             workdir=work, extra_roots=command_line_roots(cfg, "../elsewhere/run.yaml"))
+    assert page_path("../elsewhere/run.yaml", settings, "Config file") == elsewhere / "run.yaml"
+    assert model_reference("../elsewhere/model", settings, "Base model") == str(elsewhere / "model")
+    assert page_path("../elsewhere/out/checkpoint-2", settings, "adapter") == elsewhere / "out" / "checkpoint-2"
+    assert page_path("../elsewhere/processed", settings, "data.processed_dir") == elsewhere / "processed"
+    with pytest.raises(UserError, match="is outside the folders this page may use"):  # only what was named
+        page_path("../elsewhere/other.txt", settings, "dataset")

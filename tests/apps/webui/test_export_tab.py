@@ -41,11 +41,11 @@ def test_merge_refusals_are_one_sentence_before_the_model_loads(page, tmp_path):
     mine.mkdir()
     (mine / "keep.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(UserError, match="already holds files that are not a qwentune merged model; choose another "
-                                        "the merged model folder"):
+                                        "merged model folder or empty it"):  # break-it: was "another the merged"
         export_tab.run_merge(page, page.model_name_or_path, page.adapter_path, page.config_path, str(mine), "bf16")
     with pytest.raises(UserError, match="adapter: empty, so there is nothing to merge"):
         export_tab.run_merge(page, page.model_name_or_path, "", page.config_path, str(tmp_path / "m"), "bf16")
-    with pytest.raises(UserError, match="the merged model folder: /root is outside the folders"):
+    with pytest.raises(UserError, match="^merged model folder: /root is outside the folders"):
         export_tab.run_merge(page, page.model_name_or_path, page.adapter_path, page.config_path, "/root", "bf16")
     assert (mine / "keep.txt").read_text(encoding="utf-8") == "mine"
 
@@ -76,7 +76,7 @@ def test_gguf_export_refusals(page, tmp_path):
     with pytest.raises(UserError, match="lora_only writes the adapter as a GGUF LoRA"):
         export_tab.run_gguf_export(page, page.model_name_or_path, "", page.config_path, ["f16"],
                                    str(tmp_path / "e"), True)
-    with pytest.raises(UserError, match="the export folder: /root is outside the folders"):
+    with pytest.raises(UserError, match="^export folder: /root is outside the folders"):
         export_tab.run_gguf_export(page, page.model_name_or_path, page.adapter_path, page.config_path, ["f16"],
                                    "/root", False)
     with pytest.raises(UserError, match="verification prompts: /etc/hosts is outside the folders"):

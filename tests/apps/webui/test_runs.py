@@ -38,6 +38,9 @@ def test_a_run_from_start_to_finish_with_its_progress_and_one_run_per_directory(
         runs.start(cfg, tmp_path)
     assert str(refused.value) == (f"{out} is already being trained by process {first.pid}; wait for it to finish, "
                                   f"stop it, or choose another output_dir.")
+    # break-it: Resume while it starts (no checkpoint yet) said "press Start", which is refused as above.
+    with pytest.raises(UserError, match=f"is already being trained by process {first.pid}"):
+        runs.start(cfg, tmp_path, resume=True)
     assert runs.status(out).pid == first.pid
 
     done = wait_until(lambda s: not s.active, out)

@@ -25,11 +25,34 @@ class WebuiSettings:
 
     def roots(self) -> list[Path]:
         """Folders whose files the page may read or write: the working directory, the config's output
-        directories, and qwentune's and Hugging Face's caches."""
+        directories, qwentune's cache and Hugging Face's model and dataset caches.
+
+        Not HF_HOME itself: it holds the user's access tokens (token, stored_tokens), which Gradio's file route
+        would otherwise serve to anyone who can open the page."""
         from ...models.gguf_source import cache_root
 
-        home_cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        return [r.resolve() for r in (self.workdir, *self.extra_roots, cache_root(), home_cache)]
+        env = os.environ.get  # read now, as huggingface_hub and datasets read them (their defaults included)
+        hf_home = Path(env("HF_HOME") or Path(env("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+        hub_cache = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE") or hf_home / "hub"
+        datasets_cache = env("HF_DATASETS_CACHE") or hf_home / "datasets"
+        return [Path(r).expanduser().resolve()
+                for r in (self.workdir, *self.extra_roots, cache_root(), hub_cache, datasets_cache)]
+
+
+def command_line_roots(cfg, config_path: str | os.PathLike | None) -> tuple[Path, ...]:
+    """What `qwentune webui` was told on its command line, as extra roots: the --config file itself, the local base
+    model and adapter it names (a folder, or a .gguf file), and its output, log, cache and data directories, each
+    resolved against the current directory (absolute, symlinks followed).
+
+    Without them the page refused the very model and config it was started with when they lie outside the working
+    directory (`qwentune webui --model_name_or_path ~/models/qwen`). Only those paths: not the folder a config file
+    sits in, whose other files the page must not read. Hub ids and paths that do not exist add nothing."""
+    named = [config_path, cfg.model.model_name_or_path, cfg.eval.adapter_path]
+    folders = [cfg.training.output_dir, cfg.training.logging_dir, cfg.eval.eval_output_dir, cfg.data.cache_dir,
+               cfg.data.processed_dir]
+    roots = [Path(p).expanduser().resolve() for p in named if p and Path(p).expanduser().exists()]
+    roots += [Path(p).expanduser().resolve() for p in folders if p]
+    return tuple(dict.fromkeys(roots))
 
 
 def page_path(text: str | os.PathLike, settings: WebuiSettings, what: str) -> Path:

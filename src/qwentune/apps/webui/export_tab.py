@@ -38,8 +38,8 @@ TEXT = {
     "export.run": ("Export and verify", "导出并验证"),
     "export.status": ("Result", "结果"),
 }
-MERGE_FOLDER = "the merged model folder"
-EXPORT_FOLDER = "the export folder"
+MERGE_FOLDER = "merged model folder"  # also in "choose another merged model folder"
+EXPORT_FOLDER = "export folder"
 
 
 def gguf_type_choices() -> list[str]:

@@ -126,8 +126,6 @@ def start(cfg: Config, workdir: str | os.PathLike, resume: bool = False) -> RunS
         cfg = replace(cfg, training=replace(cfg.training, resume_from_checkpoint="auto"))
     out = output_path(cfg, workdir)
     check_directory_path(out, "output_dir")
-    if resume and newest_complete_checkpoint(out, remove_incomplete=False) is None:
-        raise UserError(f"{out} holds no complete checkpoint to resume from; press Start to begin a run there.")
     files = RunFiles.of(out)
     # The record is held while it is written: two webui processes starting the same run at once, one is refused.
     with _lock, hold_output(files.record, "output_dir"):
@@ -135,6 +133,10 @@ def start(cfg: Config, workdir: str | os.PathLike, resume: bool = False) -> RunS
         if running is not None:
             raise UserError(f"{out} is already being trained by process {running}; wait for it to finish, stop it, "
                             f"or choose another output_dir.")
+        # After the check above: Resume pressed while the run is still starting (no checkpoint yet) is told that it
+        # runs, not to "press Start", which would be refused.
+        if resume and newest_complete_checkpoint(out, remove_incomplete=False) is None:
+            raise UserError(f"{out} holds no complete checkpoint to resume from; press Start to begin a run there.")
         with hold_output(out, "output_dir"):  # a CLI run there: its own one-sentence refusal
             pass
         out.parent.mkdir(parents=True, exist_ok=True)
