@@ -159,3 +159,27 @@ def test_the_model_config_and_folders_of_the_command_line_are_the_page_s_even_ou
     assert page_path("../elsewhere/processed", settings, "data.processed_dir") == elsewhere / "processed"
     with pytest.raises(UserError, match="is outside the folders this page may use"):  # only what was named
         page_path("../elsewhere/other.txt", settings, "dataset")
+
+
+def test_hidden_files_are_refused_and_blocked_from_gradios_file_route(settings):
+    from qwentune.apps.webui.common import hidden_entries
+
+    (settings.workdir / ".env").write_text("TOKEN=secret")
+    (settings.workdir / ".git").mkdir()
+    (settings.workdir / "data.jsonl").write_text("{}\n")
+    for text in (".env", ".git/config", "sub/.secret/x.json"):
+        with pytest.raises(UserError, match="is a hidden file or lies in a hidden folder"):
+            page_path(text, settings, "dataset")
+    assert set(hidden_entries(settings.roots())) >= {settings.workdir / ".env", settings.workdir / ".git"}
+    assert settings.workdir / "data.jsonl" not in hidden_entries(settings.roots())
+
+
+def test_remote_code_only_when_the_command_line_allowed_it(settings):
+    from dataclasses import replace
+
+    from qwentune.apps.webui.common import page_config
+
+    (settings.workdir / "remote.yaml").write_text("model:\n  trust_remote_code: true\n")
+    with pytest.raises(UserError, match="allows it only when started with `qwentune webui --trust_remote_code true`"):
+        page_config("remote.yaml", "", settings)
+    assert page_config("remote.yaml", "", replace(settings, trust_remote_code=True)).model.trust_remote_code

@@ -4,8 +4,10 @@ through their output directory; one run per directory; stop as Ctrl-C leaves a c
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +127,38 @@ def test_stop_saves_a_checkpoint_and_resume_continues_to_the_end(tmp_path, tiny_
     assert f"resuming from {checkpoint}" in runs.RunFiles.of(out).log.read_text()
     assert [step for step, _ in done.progress.losses] == list(range(1, 41))  # one curve across the stop
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_killed_by_sigkill_is_failed_with_the_reason_and_a_signal_stop_is_stopped(tmp_path):
+    out = tmp_path / "out"
+    killed = runs._ended_status(out, runs.read_progress(out), -signal.SIGKILL, "", since=None)
+    assert killed.state == "failed" and killed.reason.startswith("killed by SIGKILL (out of memory, or kill -9)")
+    assert runs._ended_status(out, runs.read_progress(out), -signal.SIGSEGV, "", since=None).reason == "killed by SIGSEGV"
+    for code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+        assert runs._ended_status(out, runs.read_progress(out), code, "", since=None).state == "stopped"
+
+
+def test_stop_reaches_a_run_started_by_a_webui_that_ignores_ctrl_c(tmp_path, tiny_model_dir):
+    """break-it: `qwentune webui &` from a script ignores SIGINT; its runs inherited that, so Stop pressed while the
+    model loaded was lost and the run trained to its end."""
+    cfg = tiny_config(tmp_path, tiny_model_dir, max_steps=100_000)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's `&` leaves it
+    try:
+        started = runs.start(cfg, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # Stop once the child runs its first line (the ~50 ms of interpreter start before it are the only window left),
+    # long before training installs its own handler: while torch and the model load.
+    status_file = Path(f"/proc/{started.pid}/status")
+    if not status_file.exists():
+        pytest.skip("needs /proc to see the child's ignored signals")
+    ignores_sigint = lambda: int(re.search(r"SigIgn:\s*([0-9a-f]+)", status_file.read_text())[1], 16) & (1 << 1)  # noqa: E731
+    deadline = time.monotonic() + 30
+    while ignores_sigint():
+        assert time.monotonic() < deadline, "the training process still ignores SIGINT"
+        time.sleep(0.01)
+    assert runs.status(tmp_path / "out").progress.max_steps is None  # not training yet
+    runs.stop(tmp_path / "out")
+    done = wait_until(lambda s: not s.active, tmp_path / "out", timeout=120)
+    assert done.state == "stopped" and done.exit_code == 130, done.log_tail
+    assert started.pid is not None

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...errors import UserError
 from . import chat_tab, compare_tab, data_tab, evaluate_tab, export_tab, train_tab
-from .common import WebuiSettings, t, translations
+from .common import WebuiSettings, hidden_entries, t, translations
 
 TABS = (data_tab, train_tab, evaluate_tab, chat_tab, compare_tab, export_tab)
 
@@ -74,4 +74,5 @@ def launch(settings: WebuiSettings, host: str = "127.0.0.1", port: int = 7860, s
             return hmac.compare_digest(typed.encode(), password.encode())
     page.queue(default_concurrency_limit=4)
     page.launch(server_name=host, server_port=port, share=share, auth=auth, i18n=page.qwentune_i18n,
-                allowed_paths=[str(r) for r in settings.roots()], inbrowser=False, show_error=True)
+                allowed_paths=[str(r) for r in settings.roots()],
+                blocked_paths=[str(p) for p in hidden_entries(settings.roots())], inbrowser=False, show_error=True)

@@ -22,6 +22,9 @@ class WebuiSettings:
     config_path: str | None = None
     workdir: Path = field(default_factory=Path.cwd)
     extra_roots: tuple[Path, ...] = ()  # output directories named by the config, when outside workdir
+    # Code shipped with a hub model runs only when the command line allowed it (--trust_remote_code true): a
+    # visitor of a page opened to other machines must not be able to turn it on.
+    trust_remote_code: bool = False
 
     def roots(self) -> list[Path]:
         """Folders whose files the page may read or write: the working directory, the config's output
@@ -66,10 +69,35 @@ def page_path(text: str | os.PathLike, settings: WebuiSettings, what: str) -> Pa
         raise UserError(f"{what}: no path given; type a file or folder under {settings.workdir}.")
     path = (settings.workdir / Path(text).expanduser()).resolve()
     roots = settings.roots()
-    if any(path == root or path.is_relative_to(root) for root in roots):
+    inside = [root for root in roots if path == root or path.is_relative_to(root)]
+    if inside:
+        hidden = [part for part in path.relative_to(inside[0]).parts if part.startswith(".")]
+        if hidden:  # .env, .ssh, .git, tokens: what a working directory holds that no page needs
+            raise UserError(f"{what}: {text} is a hidden file or lies in a hidden folder ({hidden[0]}), which this page "
+                            f"does not read or write; give it a name that does not start with a dot.")
         return path
     raise UserError(f"{what}: {text} is outside the folders this page may use ({', '.join(map(str, roots))}); "
                     f"copy it under {settings.workdir}, or start qwentune webui from its folder.")
+
+
+def check_remote_code(cfg, settings: WebuiSettings, where: str) -> None:
+    """UserError when cfg asks to run a hub model's own code (model.trust_remote_code) and the command line did not
+    allow it: the page cannot turn it on by itself (a config file or the form)."""
+    if cfg.model.trust_remote_code and not settings.trust_remote_code:
+        raise UserError(f"{where}: trust_remote_code is true, which runs Python code shipped with the model; the page "
+                        f"allows it only when started with `qwentune webui --trust_remote_code true`.")
+
+
+def hidden_entries(roots: list[Path]) -> list[Path]:
+    """The dot-files and dot-folders directly in each root (.env, .ssh, .git...), for Gradio's blocked_paths: its
+    file route serves whatever lies under allowed_paths, and these are no page's business."""
+    found = []
+    for root in roots:
+        try:
+            found += [entry for entry in root.iterdir() if entry.name.startswith(".")]
+        except OSError:  # a root that does not exist (yet), or cannot be listed
+            continue
+    return found
 
 
 def model_reference(text: str, settings: WebuiSettings, what: str) -> str:
@@ -93,7 +121,9 @@ def page_config(config_text: str, model_text: str, settings: WebuiSettings):
     overrides = []
     if model_text and model_text.strip():
         overrides.append(("model_name_or_path", model_reference(model_text, settings, "Base model")))
-    return load_config(path, overrides)
+    cfg = load_config(path, overrides)
+    check_remote_code(cfg, settings, "Config file")
+    return cfg
 
 
 def shows_user_errors(handler):

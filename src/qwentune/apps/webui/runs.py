@@ -1,7 +1,7 @@
 """Training runs started from the page: each is its own process, found again through its output directory.
 
-A run is the CLI's own command, `python -m qwentune train --config FILE`, started in a new session: it goes on
-when the browser closes or the webui server stops, a Ctrl-C in the webui's terminal does not reach it, and the
+A run is the CLI's own command, `qwentune train --config FILE` (qwentune.cli.main with Ctrl-C restored: _TRAIN),
+started in a new session: it goes on when the browser closes or the webui server stops, a Ctrl-C in the webui's terminal does not reach it, and the
 page cannot block on it. Stop sends it SIGINT, which the training takes as Ctrl-C (callbacks.GracefulStop: it
 finishes the step, saves a checkpoint and stops); resume starts it again with resume_from_checkpoint auto. The
 training process holds its output directory (fsutil.hold_output) and appends its progress to training_log.jsonl
@@ -35,8 +35,15 @@ from ...fsutil import check_directory_path, hold_output, output_holder, write_js
 from ...training.outputs import RUN_SUMMARY, Progress, newest_complete_checkpoint, read_progress
 
 # Exit codes of a run stopped by a signal: the CLI's 128 + signal after a graceful stop (130, 143), and a
-# process killed by one (Popen's -signal).
-_STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL}
+# process ended by one (Popen's -signal). SIGKILL is not among them: nothing stops that way on purpose here, and
+# it is how the kernel ends a process out of memory, which the page must say (failed, with the reason).
+_STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+# The child takes Ctrl-C's default even when the webui was started with SIGINT ignored (`qwentune webui &` from a
+# script): an ignored disposition is inherited, and Python then installs no KeyboardInterrupt for it, so Stop
+# pressed before training's own handler is in place would be lost and the run would train to its end.
+_TRAIN = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\ntry:\n"
+          "    from qwentune.cli import main\nexcept KeyboardInterrupt:  # Stop while qwentune imports\n"
+          "    print('interrupted', file=sys.stderr)\n    sys.exit(130)\nsys.exit(main())")
 LOG_TAIL_LINES = 40
 _LOG_TAIL_BYTES = 64 * 1024
 
@@ -141,11 +148,11 @@ def start(cfg: Config, workdir: str | os.PathLike, resume: bool = False) -> RunS
             pass
         out.parent.mkdir(parents=True, exist_ok=True)
         save_config(cfg, files.config)
-        command = [sys.executable, "-m", "qwentune", "train", "--config", str(files.config)]
+        command = [sys.executable, "-c", _TRAIN, "train", "--config", str(files.config)]
         with open(files.log, "ab") as log:
             offset = log.tell()
             log.write(f"\n=== qwentune webui, {time.strftime('%Y-%m-%d %H:%M:%S')}: {'resume' if resume else 'start'}"
-                      f" in {workdir}: {' '.join(command)}\n".encode())
+                      f" in {workdir}: qwentune train --config {files.config}\n".encode())
             log.flush()
             # PYTHONUNBUFFERED: the log shows each line when it is printed, not a block later.
             process = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
@@ -211,6 +218,9 @@ def _ended_status(out: Path, progress: Progress, exit_code: int | None, tail: st
     at the end of a finished or gracefully stopped run; one older than `since` belongs to an earlier run)."""
     if exit_code is not None:
         state = "finished" if exit_code == 0 else "stopped" if exit_code in _STOPPED_CODES else "failed"
+        if exit_code < 0 and state == "failed":  # ended by a signal before it could say anything itself
+            reason = (f"killed by {signal.Signals(-exit_code).name}" + (" (out of memory, or kill -9); Resume "
+                      "continues from the last checkpoint" if exit_code == -signal.SIGKILL else ""))
         return RunStatus(out, state, exit_code=exit_code, reason=reason if state == "failed" else "",
                          progress=progress, log_tail=tail)
     summary_file = out / RUN_SUMMARY

@@ -20,7 +20,7 @@ from ...config import KEY_TO_SECTION, SECTIONS, Config, Problems, apply_override
 from ...config.schema import key_comments, section_fields
 from ...errors import UserError
 from . import runs
-from .common import WebuiSettings, model_reference, page_path, shows_user_errors, t
+from .common import WebuiSettings, check_remote_code, model_reference, page_path, shows_user_errors, t
 
 TITLE_KEY = "train.title"
 TEXT = {
@@ -178,6 +178,7 @@ def form_config(values: dict[str, Any], settings: WebuiSettings) -> Config:
     apply_overrides(cfg, [(key, option_text(_BY_KEY[key], value)) for key, value in values.items()], problems, WHERE)
     validate(cfg, WHERE, problems)
     problems.raise_if_any()
+    check_remote_code(cfg, settings, WHERE)
     for key in (*PATH_KEYS, *REFERENCE_KEYS, "resume_from_checkpoint"):
         value = getattr(getattr(cfg, KEY_TO_SECTION[key]), key)
         if value is None or (key == "resume_from_checkpoint" and value in ("auto", "false", "no", "")):
