@@ -209,3 +209,16 @@ def held_by_another_process(target):
     finally:
         holder.stdin.close()
         assert holder.wait(timeout=60) == 0
+
+
+def interrupt_and_wait(process, timeout: float = 30) -> None:
+    """Ctrl-C for a server started by a test (subprocess.Popen), then wait; killed when it does not end in time."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -6,7 +6,6 @@ held-out examples, 8 new tokens) but runs end to end."""
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tomllib
 
 from qwentune.errors import UserError
 from qwentune.models.gguf_source import cache_root, embedded_demo_gguf
-from tests.helpers import REPO
+from tests.helpers import REPO, interrupt_and_wait
 
 PROGRESS_BAR = re.compile(r"\d+%\||it/s\]|s/it\]")
 
@@ -84,12 +83,7 @@ def test_the_wheel_serves_the_web_page_with_every_tab(installed_wheel, tmp_path)
             except OSError:
                 time.sleep(0.5)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        interrupt_and_wait(server)
     elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
     tabs = ("data_tab", "train_tab", "evaluate_tab", "chat_tab", "compare_tab", "export_tab")
     expected = {"app-model", "app-adapter", "app-config", *(f"tab-{tab}" for tab in tabs),

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import qa_file
+from tests.helpers import interrupt_and_wait, qa_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Generous: two cores shared by other jobs; a first model load or a training process's imports take a while.
@@ -100,12 +99,7 @@ def webui(tmp_path_factory, tiny_model_dir):
                 time.sleep(0.5)
         yield server
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt_and_wait(process)
     # Every error the walk could cause was a page message; a traceback in the server's log is a bug of ours.
     assert "Traceback" not in log.read_text(encoding="utf-8", errors="replace"), server.log_tail(6000)
 
