@@ -73,6 +73,9 @@ def launch(settings: WebuiSettings, host: str = "127.0.0.1", port: int = 7860, s
         def auth(_username: str, typed: str) -> bool:  # any user name; the password is what is checked
             return hmac.compare_digest(typed.encode(), password.encode())
     page.queue(default_concurrency_limit=4)
-    page.launch(server_name=host, server_port=port, share=share, auth=auth, i18n=page.qwentune_i18n,
+    if not share:  # quiet below: Gradio's own lines would tell a command-line user to "set share=True in launch()"
+        shown = f"[{host}]" if ":" in host else host
+        log(f"qwentune webui: http://{shown}:{port} (Ctrl-C stops it)")
+    page.launch(server_name=host, server_port=port, share=share, auth=auth, i18n=page.qwentune_i18n, quiet=not share,
                 allowed_paths=[str(r) for r in settings.roots()],
                 blocked_paths=[str(p) for p in hidden_entries(settings.roots())], inbrowser=False, show_error=True)
