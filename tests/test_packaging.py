@@ -51,8 +51,9 @@ def installed_wheel(tmp_path_factory):
 def test_the_wheel_holds_every_file_under_src(installed_wheel):
     """A subpackage left out of pyproject's list, or a data file (a template, the page's assets) left out of its
     package data, is missing from the wheel although the checkout runs."""
-    def files(root):
-        return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    def files(root):  # what a checkout holds for the package, not tools' caches in it (__pycache__, .ruff_cache)
+        return {p.relative_to(root) for p in root.rglob("*") if p.is_file()
+                and not any(part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts)}
 
     missing = files(REPO / "src" / "qwentune") - files(installed_wheel / "qwentune")
     assert not missing, sorted(map(str, missing))
