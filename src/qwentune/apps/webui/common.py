@@ -103,9 +103,10 @@ def hidden_entries(roots: list[Path]) -> list[Path]:
 def model_reference(text: str, settings: WebuiSettings, what: str) -> str:
     """A model or adapter typed into the page: a local path must pass page_path; anything that names no
     existing file is kept as a hub id (loading it says what is wrong when it is not one)."""
+    from ...models.hub import written_as_path  # the CLI's own path-or-hub-id rule
+
     text = text.strip()
-    looks_local = text.startswith((".", "/", "~", "\\")) or (len(text) > 1 and text[1] == ":")  # also C:\
-    if looks_local or (settings.workdir / text).exists():
+    if written_as_path(text) or (settings.workdir / text).exists():
         return str(page_path(text, settings, what))
     return text  # a hub id such as Qwen/Qwen2-0.5B, or embedded:SmolLM2-135M-Instruct
 
