@@ -191,7 +191,7 @@ def cmd_webui(args: argparse.Namespace, extra: list[str]) -> None:
     cfg = _config_with_options(args.config, extra, WEBUI_KEYS, "webui")
     settings = WebuiSettings(model_name_or_path=cfg.model.model_name_or_path, adapter_path=cfg.eval.adapter_path,
                              config_path=args.config, extra_roots=command_line_roots(cfg, args.config),
-                             trust_remote_code=cfg.model.trust_remote_code)
+                             trust_remote_code=cfg.model.trust_remote_code, overrides=tuple(parse_override_args(extra)))
     password = args.password if args.password is not None else os.environ.get("QWENTUNE_WEBUI_PASSWORD")
     launch(settings, args.host, args.port, args.share, password)
 

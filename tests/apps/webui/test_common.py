@@ -183,3 +183,19 @@ def test_remote_code_only_when_the_command_line_allowed_it(settings):
     with pytest.raises(UserError, match="allows it only when started with `qwentune webui --trust_remote_code true`"):
         page_config("remote.yaml", "", settings)
     assert page_config("remote.yaml", "", replace(settings, trust_remote_code=True)).model.trust_remote_code
+
+
+def test_the_command_lines_options_apply_to_every_config_the_page_loads(settings):
+    """`qwentune webui --use_4bit true --trust_remote_code true` was accepted and then lost: the page reloaded the
+    config file without them (and allowed remote code while loading the model without it)."""
+    from dataclasses import replace
+
+    from qwentune.apps.webui.common import initial_config, page_config
+
+    (settings.workdir / "run.yaml").write_text("training:\n  learning_rate: 0.001\n")
+    told = replace(settings, config_path=str(settings.workdir / "run.yaml"), trust_remote_code=True,
+                   overrides=(("use_4bit", "true"), ("trust_remote_code", "true")))
+    for cfg in (initial_config(told), page_config("run.yaml", "", told), page_config("", "Qwen/Qwen2.5-0.5B", told)):
+        assert cfg.model.use_4bit and cfg.model.trust_remote_code
+    assert initial_config(told).training.learning_rate == 0.001
+    assert page_config("", "Qwen/Qwen2.5-0.5B", told).model.model_name_or_path == "Qwen/Qwen2.5-0.5B"  # the row wins

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 from ...config import GenerationConfig, change_generation
 from ...errors import UserError
-from .common import WebuiSettings, shows_user_errors, t
-from .models import MODELS, ModelSpec, initial_config, no_finetuned_model, row_config
+from .common import WebuiSettings, initial_config, shows_user_errors, t
+from .models import MODELS, ModelSpec, no_finetuned_model, row_config
 
 TITLE_KEY = "chat.title"
 TEXT = {

@@ -25,6 +25,9 @@ class WebuiSettings:
     # Code shipped with a hub model runs only when the command line allowed it (--trust_remote_code true): a
     # visitor of a page opened to other machines must not be able to turn it on.
     trust_remote_code: bool = False
+    # The command line's `--key value` options (parse_override_args pairs): applied over every config the page
+    # loads, as they are over the --config file on the command line.
+    overrides: tuple[tuple[str, str | None], ...] = ()
 
     def roots(self) -> list[Path]:
         """Folders whose files the page may read or write: the working directory, the config's output
@@ -111,6 +114,14 @@ def model_reference(text: str, settings: WebuiSettings, what: str) -> str:
     return text  # a hub id such as Qwen/Qwen2-0.5B, or embedded:SmolLM2-135M-Instruct
 
 
+def initial_config(settings: WebuiSettings):
+    """The config the page starts from (`qwentune webui --config`; the defaults without one), for the values
+    the forms show first, with the command line's options over it. The command checked both before the page was built."""
+    from ...config import load_config
+
+    return load_config(settings.config_path, list(settings.overrides))
+
+
 def page_config(config_text: str, model_text: str, settings: WebuiSettings):
     """The Config the page's model row names: its config file (through page_path; empty: the defaults) loaded and
     checked exactly as the command line loads it, with the row's model as model.model_name_or_path (through
@@ -119,7 +130,7 @@ def page_config(config_text: str, model_text: str, settings: WebuiSettings):
     from ...config import load_config
 
     path = page_path(config_text, settings, "Config file") if config_text and config_text.strip() else None
-    overrides = []
+    overrides = list(settings.overrides)
     if model_text and model_text.strip():
         overrides.append(("model_name_or_path", model_reference(model_text, settings, "Base model")))
     cfg = load_config(path, overrides)

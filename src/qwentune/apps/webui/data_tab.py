@@ -4,7 +4,7 @@ its first examples exactly as training tokenizes them, the loss mask visible, wi
 from __future__ import annotations
 
 from ...data.convert import FORMATS
-from .common import WebuiSettings, page_config, shows_user_errors, t
+from .common import WebuiSettings, initial_config, page_config, shows_user_errors, t
 from .data_view import PREVIEW_MAX, preview_data, preview_source, stats_markdown
 
 TITLE_KEY = "data.title"
@@ -42,9 +42,8 @@ def build(settings: WebuiSettings, shared) -> None:
     """The tab's components (pre-filled from the page's config file) and the preview button's event."""
     import gradio as gr
 
-    from ...config import load_config
 
-    data = load_config(settings.config_path).data  # `qwentune webui --config` has checked this file already
+    data = initial_config(settings).data
     gr.Markdown(t("data.intro"))
     with gr.Row():
         dataset = gr.Textbox(data.dataset_name, label=t("data.dataset"), elem_id="data-dataset", scale=3)

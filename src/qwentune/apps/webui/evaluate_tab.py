@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from ...config import validate
-from .common import WebuiSettings, model_reference, page_path, shows_user_errors, t
-from .models import MODELS, ModelSpec, initial_config, row_config
+from .common import WebuiSettings, initial_config, model_reference, page_path, shows_user_errors, t
+from .models import MODELS, ModelSpec, row_config
 
 TITLE_KEY = "evaluate.title"
 TEXT = {

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
 
-from ...config import Config, load_config
+from ...config import Config
 from ...errors import UserError
 from ...models.load import LoadedModel
 from ...models.precision import Precision, choose_precision
@@ -37,12 +37,6 @@ def row_config(settings: WebuiSettings, config_text: str, model_text: str, adapt
     adapter = (adapter_text or "").strip()
     cfg.eval.adapter_path = model_reference(adapter, settings, "Adapter") if adapter else None
     return cfg
-
-
-def initial_config(settings: WebuiSettings) -> Config:
-    """The config the page starts from (`qwentune webui --config`; the defaults without one), for the values
-    the forms show first. The command checked it before the page was built."""
-    return load_config(settings.config_path)
 
 
 def content_stamp(reference: str | None, adapter: bool = False) -> tuple:

@@ -20,7 +20,7 @@ from ...config import KEY_TO_SECTION, SECTIONS, Config, Problems, apply_override
 from ...config.schema import key_comments, section_fields
 from ...errors import UserError
 from . import runs
-from .common import WebuiSettings, check_remote_code, model_reference, page_path, shows_user_errors, t
+from .common import WebuiSettings, check_remote_code, initial_config, model_reference, page_path, shows_user_errors, t
 
 TITLE_KEY = "train.title"
 TEXT = {
@@ -256,7 +256,7 @@ def build(settings: WebuiSettings, shared) -> None:
     import gradio as gr
 
     # The config the command line named (it read it a moment ago; not a path typed into the page).
-    initial = row_values(load_config(settings.config_path), settings.model_name_or_path, settings.adapter_path or "")
+    initial = row_values(initial_config(settings), settings.model_name_or_path, settings.adapter_path or "")
     comments = key_comments()
     inputs: dict[str, Any] = {}
 
@@ -336,7 +336,8 @@ def build(settings: WebuiSettings, shared) -> None:
         text = (config_text or "").strip()
         if text == loaded_text and not again:  # left unchanged: the form keeps what was typed into it since
             return gr.skip()
-        values = row_values(load_config(page_path(text, settings, "Config file") if text else None), model_text,
+        values = row_values(load_config(page_path(text, settings, "Config file") if text else None,
+                                        list(settings.overrides)), model_text,
                             adapter_text)
         return [values[k] for k in keys] + [values["hardware"], text]
 
