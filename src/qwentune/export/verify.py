@@ -27,7 +27,6 @@ from ..inference.generate import answer_all, prompt_text
 from ..models.load import LoadedModel
 from ..shipped import shipped_file
 
-# GGUF weight types exact enough that greedy replies must not change (f16 keeps 11 significant bits).
 # How much of the reference's tokens a GGUF file's replies must share before their first difference (1.0: identical
 # replies). f32 computes what transformers computes. f16 keeps 11 significant bits: a reply can part only where two
 # tokens were within rounding of each other (near ties: a 4-step demo adapter parted once in 20 replies, at token 17

@@ -1,8 +1,8 @@
 """The published layer sizes of the Qwen2.5 and Qwen3 models qwentune plans for (README's model table).
 
-Training reads the shape from the model's own config.json (ModelShape.from_config); these copies let the
-planner answer "what fits on which card" without downloading anything, and let the tests check the
-estimate against the real parameter counts.
+Training and its memory estimate read the shape from the model's own config.json (ModelShape.from_config);
+these copies give README's table of what fits on which card (preset_table_rows) without downloading anything,
+and let the tests check the estimate against the real parameter counts.
 
 Sources (each model's config.json on the Hugging Face hub, Qwen/<name>; Instruct and base share the
 layer sizes):
