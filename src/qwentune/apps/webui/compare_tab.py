@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from .common import WebuiSettings, model_reference, page_config, page_path, shows_user_errors, t
+from .common import WebuiSettings, page_path, shows_user_errors, t
+from .models import row_config
 from .rating_view import RatingSession, load_comparison
 
 TITLE_KEY = "compare.title"
@@ -111,9 +112,8 @@ def run_comparison(settings: WebuiSettings, model: str, adapter: str, config: st
     if not (adapter or "").strip():
         raise UserError("compare: the model row has no fine-tuned adapter; give the training output folder "
                         "(e.g. results/checkpoints) to compare with the base model.")
-    base = model_reference(model or "", settings, "base model")
-    finetuned = model_reference(adapter, settings, "fine-tuned adapter")
-    cfg = page_config(config, model, settings)
+    cfg = row_config(settings, config, model, adapter)  # the row as every tab reads it: an empty model is the config's
+    base, finetuned = cfg.model.model_name_or_path, cfg.eval.adapter_path
     batch = _whole_number(batch_size, "the batch size")
     if max_new_tokens not in (None, "", 0):  # 0, or a field left empty: the config's setting
         tokens = _whole_number(max_new_tokens, "max new tokens")
